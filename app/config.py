@@ -1,0 +1,92 @@
+"""The one Settings object: every knob of the API and the worker, read from the environment.
+
+Variables carry the prefix ``GATEWAY_`` and may also come from a ``.env`` file. The names and
+defaults of the contract's variables are fixed by CONTRACT.md; the others are documented
+extensions (README, "Settings").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_UPSTREAM = "https://api.pactsafe.com/v1.1"
+
+
+def _split(value: object) -> object:
+    """Comma-separated text to a list of trimmed, non-empty items (lists pass through)."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    redis_url: str = "redis://localhost:6379/0"
+    upstream_base_url: str = DEFAULT_UPSTREAM
+    upstream_token: SecretStr | None = None
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_secret: SecretStr | None = None
+    webhook_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [5, 300, 1800, 7200, 18000, 36000, 36000]
+    )
+    poll_initial_seconds: float = Field(2.0, gt=0)
+    poll_multiplier: float = Field(1.5, ge=1)
+    poll_max_seconds: float = Field(60.0, gt=0)
+    link_retention_seconds: float = Field(2_592_000, gt=0)
+    expiry_warning_seconds: float = Field(259_200, ge=0)
+    upstream_max_active_tasks: int = Field(4, ge=1)
+    upstream_max_rps: float = Field(5, gt=0)
+    ready_worker_seconds: float = Field(30, gt=0)
+
+    # Extensions (documented in the README).
+    upstream_timeout_seconds: float = Field(30.0, gt=0)
+    upstream_max_retries: int = Field(8, ge=0)
+    upstream_retry_max_seconds: float = Field(900.0, gt=0)
+    upstream_task_max_age_seconds: float = Field(6 * 3600, gt=0)
+    record_retention_seconds: float = Field(90 * 86400, gt=0)
+    fields_cache_seconds: float = Field(3600, gt=0)
+    worker_max_jobs: int = Field(50, ge=1)
+    queue_poll_seconds: float = Field(0.5, gt=0)
+    sweep_grace_seconds: float = Field(60, gt=0)
+    log_level: str = "INFO"
+
+    _split_lists = field_validator(
+        "api_keys",
+        "webhook_secrets",
+        "webhook_allowed_networks",
+        "webhook_retry_schedule",
+        mode="before",
+    )(_split)
+
+    @property
+    def uses_sandbox_token(self) -> bool:
+        return self.upstream_token is None
+
+    def api_key_digests(self) -> dict[str, str]:
+        """Map of sha256 hex digest of each API key -> client id."""
+        digests: dict[str, str] = {}
+        for pair in self.api_keys:
+            client_id, sep, key = pair.partition(":")
+            if not sep or not client_id or not key:
+                raise ValueError("GATEWAY_API_KEYS entries must look like client_id:key")
+            if key.startswith("sha256:"):
+                digest = key.removeprefix("sha256:").lower()
+            else:
+                digest = hashlib.sha256(key.encode()).hexdigest()
+            digests[digest] = client_id
+        return digests
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

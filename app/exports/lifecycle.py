@@ -1,0 +1,349 @@
+"""The life of an upstream task, one short step per job: start, poll, finish, expire.
+
+No step ever waits for upstream inside a job. Each step does at most one upstream request,
+records what it learned, and schedules the next step with a deterministic job key that it
+saved in the task first; so a step that runs twice (a worker killed mid-job) does no harm, and
+the sweep can re-create a lost step from the record alone.
+
+    queued --start--> running --poll...--> completed --warn--> (expiring) --expire--> expired
+                                       \\--> failed
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from app.clock import utcnow
+from app.config import Settings
+from app.exports.schemas import ErrorInfo, Export, ExportRecord, TaskRecord
+from app.exports.store import ExportStore
+from app.jobs import JobName, JobQueue
+from app.upstream.client import UpstreamClient
+from app.upstream.errors import PermanentUpstreamError, TransientUpstreamError
+from app.upstream.parsing import ParsedTask
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 300.0
+
+EventType = str  # "export.completed" | "export.failed" | "export.expiring" | "export.expired"
+
+
+class Notifier(Protocol):
+    async def publish(self, record: ExportRecord, export: Export, event_type: EventType) -> None:
+        """Record an event for one export and schedule its delivery."""
+        ...
+
+
+class TaskLifecycle:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: ExportStore,
+        queue: JobQueue,
+        upstream: UpstreamClient,
+        notifier: Notifier | None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.queue = queue
+        self.upstream = upstream
+        self.notifier = notifier
+
+    # -- slots -----------------------------------------------------------------------------
+
+    async def dispatch(self) -> list[str]:
+        """Start as many waiting tasks as there are free upstream slots, oldest first."""
+        started = await self.store.dispatch(self.settings.upstream_max_active_tasks)
+        for task_id in started:
+            await self.queue.schedule("start_task", task_id, key=f"start:{task_id}")
+        return started
+
+    # -- steps -----------------------------------------------------------------------------
+
+    async def start(self, task_id: str) -> None:
+        task = await self.store.get_task(task_id)
+        if task is None or task.finished:
+            await self.store.drop_slots([task_id])
+            await self.dispatch()
+            return
+        if task.upstream_id is not None:  # a rerun after the id was saved: never create twice
+            await self._schedule_next(task)
+            return
+        try:
+            created = await self.upstream.create_export(
+                filter=task.filter, fields=task.fields, site_id=task.site_id
+            )
+        except TransientUpstreamError as exc:
+            await self._retry(task, "start_task", exc)
+            return
+        except PermanentUpstreamError as exc:
+            await self._finish_failed(task_id, ErrorInfo(code=exc.code, message=exc.message))
+            return
+        saved = await self._save_created(task_id, created)
+        if saved is not None:
+            await self._schedule_next(saved)
+
+    async def _save_created(self, task_id: str, created: ParsedTask) -> TaskRecord | None:
+        now = utcnow()
+        first_wait = self.settings.poll_initial_seconds
+
+        def change(task: TaskRecord) -> TaskRecord | None:
+            if task.upstream_id is not None or task.finished:
+                return None
+            return task.model_copy(
+                update={
+                    "upstream_id": created.id,
+                    "upstream_status": created.raw_status,
+                    "status": "running",
+                    "submitted_at": now,
+                    "failures": 0,
+                    "failing_since": None,
+                    **self._next("poll_task", f"poll:{task_id}:0", now, first_wait),
+                }
+            )
+
+        update = await self.store.update_task(task_id, change)
+        log.info(
+            "upstream task created",
+            extra={"task_id": task_id, "upstream_task_id": created.id},
+        )
+        return update.after if update.changed else None
+
+    async def poll(self, task_id: str) -> None:
+        task = await self.store.get_task(task_id)
+        if task is None or task.finished:
+            return
+        if task.upstream_id is None:
+            await self.store.requeue(task)
+            await self.dispatch()
+            return
+        try:
+            seen = await self.upstream.get_export(task.upstream_id)
+        except TransientUpstreamError as exc:
+            await self._retry(task, "poll_task", exc)
+            return
+        except PermanentUpstreamError as exc:
+            await self._finish_failed(task_id, ErrorInfo(code=exc.code, message=exc.message))
+            return
+        now = utcnow()
+        if seen.state == "completed":
+            await self._finish_completed(task_id, seen, now)
+        elif seen.state == "failed":
+            word = seen.raw_status or "inactive"
+            message = seen.message or f"the upstream task ended with status {word!r}"
+            await self._finish_failed(
+                task_id, ErrorInfo(code="upstream_failed", message=message), seen
+            )
+        elif task.submitted_at and now - task.submitted_at > timedelta(
+            seconds=self.settings.upstream_task_max_age_seconds
+        ):
+            limit = self.settings.upstream_task_max_age_seconds
+            message = f"the upstream task was still {seen.raw_status!r} after {limit:.0f} s"
+            await self._finish_failed(
+                task_id, ErrorInfo(code="upstream_timeout", message=message), seen
+            )
+        else:
+            await self._still_running(task_id, seen, now)
+
+    async def _still_running(self, task_id: str, seen: ParsedTask, now: datetime) -> None:
+        def change(task: TaskRecord) -> TaskRecord | None:
+            if task.finished:
+                return None
+            polls = task.polls + 1
+            wait = min(
+                self.settings.poll_initial_seconds * self.settings.poll_multiplier**polls,
+                self.settings.poll_max_seconds,
+            )
+            return task.model_copy(
+                update={
+                    "polls": polls,
+                    "upstream_status": seen.raw_status,
+                    "failures": 0,
+                    "failing_since": None,
+                    **self._next("poll_task", f"poll:{task_id}:{polls}", now, wait),
+                }
+            )
+
+        update = await self.store.update_task(task_id, change)
+        if update.changed and update.after is not None:
+            await self._schedule_next(update.after)
+
+    async def _retry(self, task: TaskRecord, job: JobName, exc: TransientUpstreamError) -> None:
+        now = utcnow()
+        failures = task.failures + 1
+        since = task.failing_since or now
+        elapsed = (now - since).total_seconds()
+        if (
+            failures > self.settings.upstream_max_retries
+            or elapsed > self.settings.upstream_retry_max_seconds
+        ):
+            message = f"gave up after {failures} attempts over {elapsed:.0f} s: {exc.message}"
+            await self._finish_failed(
+                task.id, ErrorInfo(code="upstream_unavailable", message=message)
+            )
+            return
+        if exc.retry_after is not None:
+            delay = exc.retry_after
+        else:  # exponential backoff with full jitter
+            delay = random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**failures))
+        key = f"{job.removesuffix('_task')}:{task.id}:{task.polls}:retry{failures}"
+        log.warning(
+            "upstream trouble; retrying",
+            extra={"task_id": task.id, "error": exc.message, "retry_in": round(delay, 3)},
+        )
+
+        def change(current: TaskRecord) -> TaskRecord | None:
+            if current.finished or current.failures != task.failures:
+                return None
+            return current.model_copy(
+                update={
+                    "failures": failures,
+                    "failing_since": since,
+                    **self._next(job, key, now, delay),
+                }
+            )
+
+        update = await self.store.update_task(task.id, change)
+        if update.changed and update.after is not None:
+            await self._schedule_next(update.after)
+
+    # -- endings ---------------------------------------------------------------------------
+
+    async def _finish_completed(self, task_id: str, seen: ParsedTask, now: datetime) -> None:
+        completed_at = min(seen.completed_at or now, now)
+        expires_at = completed_at + timedelta(seconds=self.settings.link_retention_seconds)
+
+        def change(task: TaskRecord) -> TaskRecord | None:
+            if task.finished:
+                return None
+            return task.model_copy(
+                update={
+                    "status": "completed",
+                    "upstream_status": seen.raw_status,
+                    "links": list(seen.links),
+                    "polls": task.polls + 1,
+                    "completed_at": completed_at,
+                    "expires_at": expires_at,
+                    "failures": 0,
+                    "failing_since": None,
+                    "next_job": None,
+                    "next_job_key": None,
+                    "next_poll_at": None,
+                }
+            )
+
+        await self._finish(task_id, change, "export.completed")
+
+    async def _finish_failed(
+        self, task_id: str, error: ErrorInfo, seen: ParsedTask | None = None
+    ) -> None:
+        def change(task: TaskRecord) -> TaskRecord | None:
+            if task.finished:
+                return None
+            update: dict[str, object] = {
+                "status": "failed",
+                "error": error,
+                "next_job": None,
+                "next_job_key": None,
+                "next_poll_at": None,
+            }
+            if seen is not None:
+                update["upstream_status"] = seen.raw_status
+                update["polls"] = task.polls + 1
+            return task.model_copy(update=update)
+
+        await self._finish(task_id, change, "export.failed")
+
+    async def _finish(
+        self,
+        task_id: str,
+        change: Callable[[TaskRecord], TaskRecord | None],
+        event_type: EventType,
+    ) -> None:
+        update = await self.store.update_task(task_id, change)
+        task = update.after
+        if not update.changed or task is None:
+            return
+        log.info(
+            "upstream task finished",
+            extra={"task_id": task_id, "status": task.status, "upstream_task_id": task.upstream_id},
+        )
+        await self.dispatch()
+        if task.status == "completed":
+            await self.schedule_expiry(task)
+        await self.notify_followers(task, event_type)
+
+    async def schedule_expiry(self, task: TaskRecord) -> None:
+        if task.expires_at is None:
+            return
+        now = utcnow()
+        warn_at = task.expires_at - timedelta(seconds=self.settings.expiry_warning_seconds)
+        if self.settings.expiry_warning_seconds > 0:
+            await self.queue.schedule(
+                "warn_expiring",
+                task.id,
+                key=f"warn:{task.id}",
+                delay=max(0.0, (warn_at - now).total_seconds()),
+            )
+        await self.queue.schedule(
+            "expire_task",
+            task.id,
+            key=f"expire:{task.id}",
+            delay=max(0.0, (task.expires_at - now).total_seconds()),
+        )
+
+    async def warn_expiring(self, task_id: str) -> None:
+        task = await self.store.get_task(task_id)
+        if task is not None and task.status == "completed":
+            await self.notify_followers(task, "export.expiring")
+
+    async def expire(self, task_id: str) -> None:
+        now = utcnow()
+
+        def change(task: TaskRecord) -> TaskRecord | None:
+            if task.status != "completed" or task.expires_at is None or task.expires_at > now:
+                return None
+            return task.model_copy(update={"status": "expired", "links": []})
+
+        update = await self.store.update_task(task_id, change)
+        task = update.after
+        if task is None or task.status not in ("completed", "expired"):
+            return
+        if update.changed:
+            await self.notify_followers(task, "export.expired")
+        elif task.status == "completed":  # ran early (clock skew): come back at the right time
+            await self.schedule_expiry(task)
+
+    async def notify_followers(self, task: TaskRecord, event_type: EventType) -> None:
+        if self.notifier is None:
+            return
+        export_ids = await self.store.task_export_ids(task.id)
+        for record in await self.store.get_exports(export_ids):
+            if record is None or record.canceled_at is not None or not record.callback_url:
+                continue
+            await self.notifier.publish(record, Export.of(record, task), event_type)
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    @staticmethod
+    def _next(job: JobName, key: str, now: datetime, delay: float) -> dict[str, object]:
+        return {
+            "next_job": job,
+            "next_job_key": key,
+            "next_poll_at": now + timedelta(seconds=delay),
+        }
+
+    async def _schedule_next(self, task: TaskRecord) -> None:
+        if task.next_job is None or task.next_job_key is None:
+            return
+        delay = 0.0
+        if task.next_poll_at is not None:
+            delay = max(0.0, (task.next_poll_at - utcnow()).total_seconds())
+        await self.queue.schedule(task.next_job, task.id, key=task.next_job_key, delay=delay)

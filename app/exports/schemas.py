@@ -1,0 +1,221 @@
+"""Shapes of an export: the caller's request, the stored records and the caller-facing view.
+
+Two records live in Redis (see ``app.keys``):
+
+* ``TaskRecord``: one upstream task and everything upstream told us about it. Identical requests
+  share one task (coalescing), so its lifecycle is the upstream one.
+* ``ExportRecord``: one caller's request: who asked, where to call back, with what metadata,
+  and which task serves it.
+
+``Export`` is what callers see: the export record merged with its task.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+)
+
+from app.jobs import JobName
+
+ExportStatus = Literal["queued", "running", "completed", "failed", "canceled", "expired"]
+FINISHED: frozenset[str] = frozenset({"completed", "failed", "canceled", "expired"})
+REQUIRED_FIELDS: tuple[str, ...] = ("id", "signer_id", "created_time")
+MAX_METADATA_BYTES = 4096
+
+
+def _iso(value: datetime) -> str:
+    """ISO 8601 UTC with a ``Z``; milliseconds only when the time carries them."""
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond // 1000:03d}"
+    return text + "Z"
+
+
+UtcTime = Annotated[datetime, PlainSerializer(_iso, return_type=str, when_used="json")]
+
+
+def normalise_fields(fields: list[str] | None) -> list[str] | None:
+    """The contract's fields rule: id, signer_id, created_time first, then the rest, no dups."""
+    if fields is None:
+        return None
+    ordered = dict.fromkeys([*REQUIRED_FIELDS, *(f.strip() for f in fields)])
+    return list(ordered)
+
+
+def _check_field_names(fields: list[str] | None) -> list[str] | None:
+    if fields is None:
+        return None
+    for index, name in enumerate(fields):
+        stripped = name.strip()
+        if not stripped or any(not part for part in stripped.split(".")):
+            raise ValueError(f"item {index} is not a field name (dotted path expected)")
+        if any(ch in stripped for ch in ", \t\r\n"):
+            raise ValueError(f"item {index} ({stripped!r}) may not contain commas or spaces")
+    return fields
+
+
+def _check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+    if metadata is not None:
+        size = len(json.dumps(metadata, separators=(",", ":")).encode())
+        if size > MAX_METADATA_BYTES:
+            raise ValueError(f"is {size} bytes of JSON; at most {MAX_METADATA_BYTES} allowed")
+    return metadata
+
+
+class ExportRequest(BaseModel):
+    """Body of ``POST /v1/exports``. Every member is optional; unknown members are refused."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "filter": "created_time>=2020-10-10 and event_type==agreed",
+                    "fields": ["id", "signer_id", "created_time", "connection_data.remote_address"],
+                    "site_id": 5193,
+                    "callback_url": "https://billing.internal.example/hooks/exports",
+                    "metadata": {"ticket": "OPS-12"},
+                    "max_age_seconds": 0,
+                }
+            ]
+        },
+    )
+
+    filter: str | None = Field(None, max_length=4096, description="Upstream filter expression.")
+    fields: Annotated[
+        list[Annotated[str, Field(max_length=200)]] | None,
+        Field(max_length=200),
+        AfterValidator(_check_field_names),
+    ] = Field(None, description="Columns; id, signer_id and created_time are always sent first.")
+    site_id: int | None = Field(None, ge=1, description="The Clickwrap site to export from.")
+    callback_url: str | None = Field(None, max_length=2048, description="Where webhooks go.")
+    metadata: Annotated[dict[str, Any] | None, AfterValidator(_check_metadata)] = Field(
+        None, description="A JSON object of at most 4 KiB, echoed in the export and webhooks."
+    )
+    max_age_seconds: int = Field(
+        0, ge=0, description="Reuse a completed identical export no older than this."
+    )
+
+    @field_validator("filter")
+    @classmethod
+    def _blank_filter_is_none(cls, value: str | None) -> str | None:
+        return value if value is None or value.strip() else None
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+
+
+class TaskRecord(BaseModel):
+    """One upstream export task (possibly shared by several exports)."""
+
+    id: str
+    fingerprint: str
+    filter: str | None
+    fields: list[str] | None
+    site_id: int | None
+    status: ExportStatus = "queued"
+    upstream_id: str | None = None
+    upstream_status: str | None = None
+    links: list[str] = Field(default_factory=list)
+    created_at: UtcTime
+    submitted_at: UtcTime | None = None
+    completed_at: UtcTime | None = None
+    expires_at: UtcTime | None = None
+    polls: int = 0
+    error: ErrorInfo | None = None
+    # Bookkeeping: the job that moves the task on next, so the sweep can re-create it.
+    next_job: JobName | None = None
+    next_job_key: str | None = None
+    next_poll_at: UtcTime | None = None
+    failures: int = 0
+    failing_since: UtcTime | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+class ExportRecord(BaseModel):
+    """One caller's export request and its bookkeeping."""
+
+    id: str
+    client_id: str
+    task_id: str
+    filter: str | None
+    fields: list[str] | None
+    site_id: int | None
+    callback_url: str | None
+    metadata: dict[str, Any] | None
+    coalesced: bool
+    fields_verified: bool | None = None
+    created_at: UtcTime
+    canceled_at: UtcTime | None = None
+
+
+class Export(BaseModel):
+    """The caller-facing export (CONTRACT.md, "The export")."""
+
+    id: str
+    status: ExportStatus
+    filter: str | None
+    fields: list[str] | None
+    site_id: int | None
+    callback_url: str | None
+    metadata: dict[str, Any] | None
+    coalesced: bool
+    upstream_task_id: str | None
+    upstream_status: str | None
+    links: list[str]
+    created_at: UtcTime
+    submitted_at: UtcTime | None
+    completed_at: UtcTime | None
+    expires_at: UtcTime | None
+    polls: int
+    error: ErrorInfo | None
+    fields_verified: bool | None = Field(
+        None,
+        description="Extension: whether `fields` were checked against the site's known fields "
+        "(null when there was nothing to check).",
+    )
+    canceled_at: UtcTime | None = Field(None, description="Extension: when it was canceled.")
+
+    @classmethod
+    def of(cls, record: ExportRecord, task: TaskRecord) -> Export:
+        status: ExportStatus = "canceled" if record.canceled_at else task.status
+        return cls(
+            id=record.id,
+            status=status,
+            filter=record.filter,
+            fields=record.fields,
+            site_id=record.site_id,
+            callback_url=record.callback_url,
+            metadata=record.metadata,
+            coalesced=record.coalesced,
+            upstream_task_id=task.upstream_id,
+            upstream_status=task.upstream_status,
+            links=task.links if status == "completed" else [],
+            created_at=record.created_at,
+            submitted_at=task.submitted_at,
+            completed_at=task.completed_at,
+            expires_at=task.expires_at,
+            polls=task.polls,
+            error=task.error if status == "failed" else None,
+            fields_verified=record.fields_verified,
+            canceled_at=record.canceled_at,
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED

@@ -1,0 +1,128 @@
+"""What a caller can do with exports: submit one, read one. No framework code here.
+
+Submission validates and normalises the query, then lets the store attach the export to the
+task already serving an identical query (or to a fresh one), and starts whatever the upstream
+slots allow. Nothing is queued unless every check passed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from datetime import timedelta
+
+from app.clock import utcnow
+from app.errors import NotFound, invalid
+from app.exports.lifecycle import Notifier, TaskLifecycle
+from app.exports.schemas import (
+    Export,
+    ExportRecord,
+    ExportRequest,
+    TaskRecord,
+    normalise_fields,
+)
+from app.exports.store import ExportStore
+from app.upstream.filters import FilterSyntaxError, normalise_filter
+
+EXPORT_ID = re.compile(r"^exp_[A-Za-z0-9_-]{22}$")
+
+
+def new_export_id() -> str:
+    return "exp_" + secrets.token_urlsafe(16)  # 128 random bits
+
+
+def new_task_id() -> str:
+    return "tsk_" + secrets.token_urlsafe(16)
+
+
+def fingerprint(filter: str | None, fields: list[str] | None, site_id: int | None) -> str:
+    """Identity of a query: requests with equal fingerprints share one upstream task."""
+    canonical = json.dumps([filter, fields, site_id], separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+class ExportService:
+    def __init__(
+        self,
+        *,
+        store: ExportStore,
+        lifecycle: TaskLifecycle,
+        notifier: Notifier | None,
+        poll_initial_seconds: float,
+    ) -> None:
+        self.store = store
+        self.lifecycle = lifecycle
+        self.notifier = notifier
+        self.poll_initial_seconds = poll_initial_seconds
+
+    async def submit(self, client_id: str, request: ExportRequest) -> Export:
+        try:
+            query_filter = normalise_filter(request.filter)
+        except FilterSyntaxError as exc:
+            raise invalid("filter", str(exc)) from None
+        fields = normalise_fields(request.fields)
+        now = utcnow()
+        task = TaskRecord(
+            id=new_task_id(),
+            fingerprint=fingerprint(query_filter, fields, request.site_id),
+            filter=query_filter,
+            fields=fields,
+            site_id=request.site_id,
+            created_at=now,
+        )
+        record = ExportRecord(
+            id=new_export_id(),
+            client_id=client_id,
+            task_id=task.id,
+            filter=query_filter,
+            fields=fields,
+            site_id=request.site_id,
+            callback_url=request.callback_url,
+            metadata=request.metadata,
+            coalesced=False,
+            created_at=now,
+        )
+        oldest = now - timedelta(seconds=request.max_age_seconds)
+
+        def reusable(done: TaskRecord) -> bool:
+            return (
+                request.max_age_seconds > 0
+                and done.completed_at is not None
+                and done.completed_at >= oldest
+                and (done.expires_at is None or done.expires_at > now)
+            )
+
+        submitted = await self.store.submit(record, task, reusable)
+        if submitted.new_task:
+            await self.lifecycle.dispatch()
+        export = Export.of(submitted.export, submitted.task)
+        if export.status == "completed" and self.notifier and record.callback_url:
+            await self.notifier.publish(submitted.export, export, "export.completed")
+        return export
+
+    async def get(self, client_id: str, export_id: str) -> tuple[Export, int | None]:
+        """The export, and while it is unfinished, how many seconds to wait before asking
+        again (the time until the gateway next asks upstream)."""
+        record, task = await self._load(client_id, export_id)
+        export = Export.of(record, task)
+        return export, None if export.finished else self._retry_after(task)
+
+    async def _load(self, client_id: str, export_id: str) -> tuple[ExportRecord, TaskRecord]:
+        if not EXPORT_ID.match(export_id):
+            raise NotFound(f"no export {export_id!r}")
+        record = await self.store.get_export(export_id)
+        # Another client's export is exactly as absent as one that never existed.
+        if record is None or record.client_id != client_id:
+            raise NotFound(f"no export {export_id!r}")
+        task = await self.store.get_task(record.task_id)
+        if task is None:
+            raise NotFound(f"no export {export_id!r}")
+        return record, task
+
+    def _retry_after(self, task: TaskRecord) -> int:
+        if task.next_poll_at is None:
+            return max(1, round(self.poll_initial_seconds))
+        wait = (task.next_poll_at - utcnow()).total_seconds()
+        return max(1, min(round(wait) + 1, 3600))

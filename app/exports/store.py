@@ -1,0 +1,264 @@
+"""Every Redis read and write of exports and upstream tasks (key names: ``app.keys``).
+
+Records are JSON documents. Changes that must hold together (a submission that may share a
+running task, a task finishing, a cancel) run as optimistic transactions: WATCH the keys that
+decide the outcome, read, then write in MULTI/EXEC, retrying when another process got there
+first. That is what makes coalescing race-free across API processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from app import keys
+from app.exports.schemas import ExportRecord, TaskRecord
+
+_DISPATCH = """
+local started = {}
+local free = tonumber(ARGV[1]) - redis.call('ZCARD', KEYS[2])
+while free > 0 do
+  local head = redis.call('ZPOPMIN', KEYS[1])
+  if #head == 0 then break end
+  redis.call('ZADD', KEYS[2], head[2], head[1])
+  table.insert(started, head[1])
+  free = free - 1
+end
+return started
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskUpdate:
+    """A task before and after ``ExportStore.update_task`` (both None: no such task)."""
+
+    before: TaskRecord | None
+    after: TaskRecord | None
+
+    @property
+    def changed(self) -> bool:
+        return self.before is not None and self.after is not self.before
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    export: ExportRecord
+    task: TaskRecord
+    new_task: bool
+
+
+CancelOutcome = Literal["canceled", "finished", "missing"]
+
+
+class ExportStore:
+    def __init__(self, redis: Redis, *, record_ttl: float) -> None:
+        self.redis = redis
+        self._ttl = int(record_ttl)
+        self._dispatch = redis.register_script(_DISPATCH)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def get_export(self, export_id: str) -> ExportRecord | None:
+        raw = await self.redis.get(keys.export(export_id))
+        return ExportRecord.model_validate_json(raw) if raw else None
+
+    async def get_task(self, task_id: str) -> TaskRecord | None:
+        raw = await self.redis.get(keys.task(task_id))
+        return TaskRecord.model_validate_json(raw) if raw else None
+
+    async def get_tasks(self, task_ids: Sequence[str]) -> list[TaskRecord | None]:
+        if not task_ids:
+            return []
+        raws = await self.redis.mget([keys.task(t) for t in task_ids])
+        return [TaskRecord.model_validate_json(r) if r else None for r in raws]
+
+    async def get_exports(self, export_ids: Sequence[str]) -> list[ExportRecord | None]:
+        if not export_ids:
+            return []
+        raws = await self.redis.mget([keys.export(e) for e in export_ids])
+        return [ExportRecord.model_validate_json(r) if r else None for r in raws]
+
+    async def task_export_ids(self, task_id: str) -> list[str]:
+        return sorted(await self.redis.smembers(keys.task_exports(task_id)))
+
+    async def open_task_ids(self, limit: int = 10_000) -> list[str]:
+        return list(await self.redis.zrange(keys.OPEN_TASKS, 0, limit - 1))
+
+    async def latest_task_id(self, fingerprint: str) -> str | None:
+        value: str | None = await self.redis.get(keys.latest(fingerprint))
+        return value
+
+    # -- submission ------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        export: ExportRecord,
+        new_task: TaskRecord,
+        reusable: Callable[[TaskRecord], bool],
+    ) -> Submitted:
+        """Store ``export``, attached to the task now serving its query if there is one (or
+        to a completed one that ``reusable`` accepts), else to ``new_task``, which is then
+        queued for an upstream slot. Atomic with respect to every other submission."""
+        fingerprint = new_task.fingerprint
+        inflight_key = keys.inflight(fingerprint)
+        latest_key = keys.latest(fingerprint)
+
+        async def attempt(pipe: Pipeline) -> Submitted:
+            await pipe.watch(inflight_key, latest_key)
+            for candidate_key in (inflight_key, latest_key):
+                task_id = await pipe.get(candidate_key)
+                if not task_id:
+                    continue
+                await pipe.watch(keys.task(task_id))
+                raw = await pipe.get(keys.task(task_id))
+                task = TaskRecord.model_validate_json(raw) if raw else None
+                if task is None:
+                    continue
+                if candidate_key == inflight_key and not task.finished:
+                    return self._attach(pipe, export, task)
+                if candidate_key == latest_key and task.status == "completed" and reusable(task):
+                    return self._attach(pipe, export, task)
+            record = export.model_copy(update={"task_id": new_task.id, "coalesced": False})
+            pipe.multi()
+            pipe.set(inflight_key, new_task.id, ex=self._ttl)
+            pipe.set(keys.task(new_task.id), new_task.model_dump_json(), ex=self._ttl)
+            pipe.zadd(keys.OPEN_TASKS, {new_task.id: _ms(new_task.created_at)})
+            pipe.zadd(keys.UPSTREAM_WAITING, {new_task.id: _ms(new_task.created_at)})
+            self._queue_export_writes(pipe, record)
+            return Submitted(record, new_task, new_task=True)
+
+        result: Submitted = await self.redis.transaction(attempt, value_from_callable=True)
+        return result
+
+    def _attach(self, pipe: Pipeline, export: ExportRecord, task: TaskRecord) -> Submitted:
+        record = export.model_copy(update={"task_id": task.id, "coalesced": True})
+        pipe.multi()
+        self._queue_export_writes(pipe, record)
+        return Submitted(record, task, new_task=False)
+
+    def _queue_export_writes(self, pipe: Pipeline, record: ExportRecord) -> None:
+        pipe.set(keys.export(record.id), record.model_dump_json(), ex=self._ttl)
+        pipe.zadd(keys.client_exports(record.client_id), {record.id: _ms(record.created_at)})
+        pipe.sadd(keys.task_exports(record.task_id), record.id)
+        pipe.expire(keys.task_exports(record.task_id), self._ttl)
+
+    # -- task changes ----------------------------------------------------------------------
+
+    async def update_task(
+        self, task_id: str, change: Callable[[TaskRecord], TaskRecord | None]
+    ) -> TaskUpdate:
+        """Apply ``change`` to the stored task atomically. ``change`` returns the new record,
+        or None to leave it as it is. A change that finishes the task also releases its
+        upstream slot and its coalescing entry in the same transaction."""
+        task_key = keys.task(task_id)
+
+        async def attempt(pipe: Pipeline) -> TaskUpdate:
+            await pipe.watch(task_key)
+            raw = await pipe.get(task_key)
+            if not raw:
+                return TaskUpdate(None, None)
+            current = TaskRecord.model_validate_json(raw)
+            updated = change(current)
+            if updated is None or updated == current:
+                pipe.multi()
+                return TaskUpdate(current, current)
+            inflight_key = keys.inflight(current.fingerprint)
+            releasing = updated.finished and not current.finished
+            if releasing:
+                await pipe.watch(inflight_key)
+                still_inflight = await pipe.get(inflight_key) == task_id
+            pipe.multi()
+            pipe.set(task_key, updated.model_dump_json(), ex=self._ttl)
+            if releasing:
+                self._queue_release(pipe, updated, still_inflight)
+            return TaskUpdate(current, updated)
+
+        result: TaskUpdate = await self.redis.transaction(attempt, value_from_callable=True)
+        return result
+
+    def _queue_release(self, pipe: Pipeline, task: TaskRecord, inflight: bool) -> None:
+        if inflight:
+            pipe.delete(keys.inflight(task.fingerprint))
+        if task.status == "completed":
+            pipe.set(keys.latest(task.fingerprint), task.id, ex=self._ttl)
+        pipe.zrem(keys.OPEN_TASKS, task.id)
+        pipe.zrem(keys.UPSTREAM_WAITING, task.id)
+        pipe.zrem(keys.UPSTREAM_ACTIVE, task.id)
+
+    async def cancel_export(
+        self, export_id: str, now: datetime, finished: Callable[[ExportRecord, TaskRecord], bool]
+    ) -> tuple[CancelOutcome, ExportRecord | None, TaskRecord | None]:
+        """Mark an unfinished export canceled and detach it from its task; a task left with
+        nobody following it is canceled too (it stops polling and frees its slot)."""
+        export_key = keys.export(export_id)
+
+        async def attempt(
+            pipe: Pipeline,
+        ) -> tuple[CancelOutcome, ExportRecord | None, TaskRecord | None]:
+            await pipe.watch(export_key)
+            raw = await pipe.get(export_key)
+            if not raw:
+                return "missing", None, None
+            record = ExportRecord.model_validate_json(raw)
+            task_key, followers_key = keys.task(record.task_id), keys.task_exports(record.task_id)
+            await pipe.watch(task_key, followers_key)
+            task_raw = await pipe.get(task_key)
+            if not task_raw:
+                return "missing", None, None
+            task = TaskRecord.model_validate_json(task_raw)
+            if finished(record, task):
+                return "finished", record, task
+            record = record.model_copy(update={"canceled_at": now})
+            others = set(await pipe.smembers(followers_key)) - {record.id}
+            inflight_key = keys.inflight(task.fingerprint)
+            await pipe.watch(inflight_key)
+            still_inflight = await pipe.get(inflight_key) == task.id
+            pipe.multi()
+            pipe.set(export_key, record.model_dump_json(), ex=self._ttl)
+            pipe.srem(followers_key, record.id)
+            if not others and not task.finished:
+                task = task.model_copy(update={"status": "canceled"})
+                pipe.set(task_key, task.model_dump_json(), ex=self._ttl)
+                self._queue_release(pipe, task, still_inflight)
+            return "canceled", record, task
+
+        result: tuple[CancelOutcome, ExportRecord | None, TaskRecord | None]
+        result = await self.redis.transaction(attempt, value_from_callable=True)
+        return result
+
+    # -- upstream slots --------------------------------------------------------------------
+
+    async def dispatch(self, max_active: int) -> list[str]:
+        """Move waiting tasks, oldest first, into free upstream slots; returns those moved."""
+        started = await self._dispatch(
+            keys=[keys.UPSTREAM_WAITING, keys.UPSTREAM_ACTIVE], args=[max_active]
+        )
+        return [str(s) for s in started]
+
+    async def slot_state(self) -> tuple[list[str], list[str]]:
+        """(waiting task ids oldest first, active task ids)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrange(keys.UPSTREAM_WAITING, 0, -1)
+            pipe.zrange(keys.UPSTREAM_ACTIVE, 0, -1)
+            waiting, active = await pipe.execute()
+        return list(waiting), list(active)
+
+    async def requeue(self, task: TaskRecord) -> None:
+        await self.redis.zadd(keys.UPSTREAM_WAITING, {task.id: _ms(task.created_at)}, nx=True)
+
+    async def drop_slots(self, task_ids: Iterable[str]) -> None:
+        ids = list(task_ids)
+        if ids:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(keys.UPSTREAM_ACTIVE, *ids)
+                pipe.zrem(keys.UPSTREAM_WAITING, *ids)
+                await pipe.execute()
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)

@@ -1,0 +1,30 @@
+"""What the services ask to have run later, without knowing which task queue runs it.
+
+Services depend on the ``JobQueue`` protocol only; ``worker.tasks.ArqJobQueue`` implements it
+with arq. Every job carries a deterministic key: scheduling a key that is already scheduled
+(or running) is a no-op, which makes every "schedule the next step" idempotent and lets the
+sweep re-schedule whatever it likes without creating duplicates.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+JobName = Literal[
+    "start_task",  # create the upstream task (task id)
+    "poll_task",  # ask upstream how the task is doing (task id)
+    "deliver_event",  # POST one webhook event (event id)
+    "warn_expiring",  # the task's links expire soon (task id)
+    "expire_task",  # the task's links are gone (task id)
+]
+
+
+class JobQueue(Protocol):
+    async def schedule(self, job: JobName, subject_id: str, *, key: str, delay: float = 0) -> bool:
+        """Run ``job(subject_id)`` after ``delay`` seconds unless ``key`` is already scheduled.
+        Returns True when this call scheduled it."""
+        ...
+
+    async def is_scheduled(self, key: str) -> bool:
+        """Whether a job with this key is waiting or running."""
+        ...

@@ -1,0 +1,75 @@
+"""Every Redis key the gateway owns, named in one place.
+
+All keys start with ``gw:`` so that an operator can tell them from arq's own ``arq:*`` keys.
+
+    gw:export:{export_id}          JSON   one caller's export (the caller-facing record)
+    gw:client:{client_id}:exports  ZSET   the client's export ids, scored by creation time (ms)
+    gw:task:{task_id}              JSON   one upstream task, shared by all exports of a query
+    gw:task:{task_id}:exports      SET    ids of the exports that follow the task
+    gw:tasks:open                  ZSET   task ids not yet finished, scored by creation time (ms)
+    gw:inflight:{fingerprint}      STR    the task id now serving a query (coalescing)
+    gw:latest:{fingerprint}        STR    the task id of the newest completed run of a query
+    gw:upstream:waiting            ZSET   queued task ids waiting for an upstream slot (FIFO)
+    gw:upstream:active             ZSET   task ids holding an upstream slot
+    gw:upstream:requests           ZSET   recent upstream request times (sliding-window limiter)
+    gw:fields:{site_id}            JSON   cached export fields of a site
+    gw:idem:{client_id}:{digest}   JSON   an Idempotency-Key's stored answer
+    gw:event:{event_id}            JSON   one webhook event and its delivery state
+    gw:export:{export_id}:events   LIST   event ids of an export, oldest first
+    gw:export:{export_id}:attempts LIST   JSON delivery attempts of an export, oldest first
+    gw:workers                     ZSET   worker ids scored by their last heartbeat (unix seconds)
+"""
+
+from __future__ import annotations
+
+PREFIX = "gw:"
+
+OPEN_TASKS = f"{PREFIX}tasks:open"
+UPSTREAM_WAITING = f"{PREFIX}upstream:waiting"
+UPSTREAM_ACTIVE = f"{PREFIX}upstream:active"
+UPSTREAM_REQUESTS = f"{PREFIX}upstream:requests"
+WORKERS = f"{PREFIX}workers"
+
+
+def export(export_id: str) -> str:
+    return f"{PREFIX}export:{export_id}"
+
+
+def client_exports(client_id: str) -> str:
+    return f"{PREFIX}client:{client_id}:exports"
+
+
+def task(task_id: str) -> str:
+    return f"{PREFIX}task:{task_id}"
+
+
+def task_exports(task_id: str) -> str:
+    return f"{PREFIX}task:{task_id}:exports"
+
+
+def inflight(fingerprint: str) -> str:
+    return f"{PREFIX}inflight:{fingerprint}"
+
+
+def latest(fingerprint: str) -> str:
+    return f"{PREFIX}latest:{fingerprint}"
+
+
+def site_fields(site_id: int) -> str:
+    return f"{PREFIX}fields:{site_id}"
+
+
+def idempotency(client_id: str, digest: str) -> str:
+    return f"{PREFIX}idem:{client_id}:{digest}"
+
+
+def event(event_id: str) -> str:
+    return f"{PREFIX}event:{event_id}"
+
+
+def export_events(export_id: str) -> str:
+    return f"{PREFIX}export:{export_id}:events"
+
+
+def export_attempts(export_id: str) -> str:
+    return f"{PREFIX}export:{export_id}:attempts"

@@ -1,0 +1,50 @@
+"""The FastAPI application: ``uvicorn app.main:app``.
+
+The lifespan builds the process runtime (Redis, the arq queue, the upstream client, services),
+installs the one problem+json error handler and mounts the routers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import problems
+from app.auth import ApiKeys
+from app.config import get_settings
+from app.exports.routes import router as exports_router
+from app.health import router as health_router
+from app.runtime import build_runtime
+from worker.tasks import ArqJobQueue
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    queue = await ArqJobQueue.connect(settings)
+    runtime = build_runtime(settings, queue)
+    app.state.runtime = runtime
+    app.state.api_keys = ApiKeys(settings.api_key_digests())
+    try:
+        yield
+    finally:
+        await runtime.close()
+        await queue.close()
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="Clickwrap Export Gateway",
+        version="0.1.0",
+        summary="Asynchronous exports of Ironclad Clickwrap activity, done once and done well.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.include_router(exports_router)
+    app.include_router(health_router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,78 @@
+"""The shared parts of a process (API or worker), built once at startup and closed at shutdown.
+
+Both processes need the same things: a Redis client, one httpx client for upstream, the request
+pacer, the stores and the services. Building them here keeps ``app.main``'s lifespan and the
+worker's ``on_startup`` to a few lines, and guarantees both are wired identically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from redis.asyncio import Redis
+
+from app.config import Settings
+from app.exports.lifecycle import Notifier, TaskLifecycle
+from app.exports.service import ExportService
+from app.exports.store import ExportStore
+from app.jobs import JobQueue
+from app.upstream.client import UpstreamClient
+from app.upstream.pacing import RequestPacer
+
+REDIS_TIMEOUT_SECONDS = 2.0
+
+
+def connect_redis(settings: Settings) -> Redis:
+    return Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        health_check_interval=15,
+    )
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    redis: Redis
+    http: httpx.AsyncClient
+    upstream: UpstreamClient
+    store: ExportStore
+    lifecycle: TaskLifecycle
+    exports: ExportService
+    notifier: Notifier | None
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        await self.redis.aclose()
+
+
+def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
+    redis = connect_redis(settings)
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=10.0),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        follow_redirects=False,
+        trust_env=False,
+    )
+    token = settings.upstream_token.get_secret_value() if settings.upstream_token else None
+    upstream = UpstreamClient(
+        http,
+        base_url=settings.upstream_base_url,
+        token=token,
+        pacer=RequestPacer(redis, settings.upstream_max_rps),
+    )
+    store = ExportStore(redis, record_ttl=settings.record_retention_seconds)
+    notifier: Notifier | None = None
+    lifecycle = TaskLifecycle(
+        settings=settings, store=store, queue=queue, upstream=upstream, notifier=notifier
+    )
+    exports = ExportService(
+        store=store,
+        lifecycle=lifecycle,
+        notifier=notifier,
+        poll_initial_seconds=settings.poll_initial_seconds,
+    )
+    return Runtime(settings, redis, http, upstream, store, lifecycle, exports, notifier)

@@ -1,0 +1,76 @@
+"""Fixtures: the suite's own Redis server, the sandbox upstream and gateway stacks.
+
+The Redis server is started here on a free port (never the machine's shared one), so flushing
+its databases between tests is safe.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from redis.asyncio import Redis as AsyncRedis
+
+from app.localredis import LocalRedis
+from app.sandbox.config import SandboxConfig
+from app.sandbox.server import create_app
+from tests.support import SANDBOX_TOKEN, ServerThread, Stack, running_stack
+
+_databases = itertools.cycle(range(1, 16))
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedis]:
+    server = LocalRedis(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: LocalRedis) -> str:
+    """A freshly emptied database of the suite's private Redis server."""
+    db = next(_databases)
+    client = redis.Redis(port=redis_server.port, db=db)
+    client.flushdb()
+    client.close()
+    return f"redis://127.0.0.1:{redis_server.port}/{db}"
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[AsyncRedis]:
+    client = AsyncRedis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[ServerThread]:
+    server = ServerThread(create_app(SandboxConfig(token=SANDBOX_TOKEN, task_seconds=0.5)))
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture
+def sandbox(sandbox_server: ServerThread) -> Iterator[httpx.Client]:
+    """Control client of the sandbox, reset to its startup configuration for each test."""
+    with httpx.Client(base_url=sandbox_server.url, timeout=10) as control:
+        control.post("/_sandbox/reset").raise_for_status()
+        yield control
+
+
+@pytest.fixture
+def upstream_url(sandbox_server: ServerThread) -> str:
+    return f"{sandbox_server.url}/v1.1"
+
+
+@pytest.fixture
+def stack(
+    redis_url: str, upstream_url: str, sandbox: httpx.Client, tmp_path: Path
+) -> Iterator[Stack]:
+    """API + one worker with the suite's defaults (fast polling)."""
+    with running_stack(redis_url, upstream_url, tmp_path) as gateway:
+        yield gateway

@@ -1,0 +1,42 @@
+"""``arq worker.main.WorkerSettings``: the worker process.
+
+Settings come from the environment (``app.config``) when this module is imported, as arq reads
+``WorkerSettings`` as a class. ``on_startup`` builds the shared runtime (Redis, httpx, services)
+once per process and ``on_shutdown`` closes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from arq.connections import RedisSettings
+
+from app.config import get_settings
+from app.runtime import build_runtime
+from worker import tasks
+
+_settings = get_settings()
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    queue = tasks.ArqJobQueue(ctx["redis"])
+    ctx["runtime"] = build_runtime(get_settings(), queue)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    runtime = ctx.get("runtime")
+    if runtime is not None:
+        await runtime.close()
+
+
+class WorkerSettings:
+    functions: ClassVar[list[Any]] = list(tasks.FUNCTIONS)
+    on_startup = startup
+    on_shutdown = shutdown
+    redis_settings: RedisSettings = tasks.redis_settings(_settings)
+    max_jobs = _settings.worker_max_jobs
+    poll_delay = _settings.queue_poll_seconds
+    job_timeout = 120
+    keep_result = 0
+    max_tries = 20
+    allow_abort_jobs = False

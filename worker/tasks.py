@@ -1,0 +1,69 @@
+"""The thin arq layer: one function per job, each a call into an app service.
+
+This module is the only place that knows the task queue is arq (``ArqJobQueue`` implements
+``app.jobs.JobQueue``), so the queue could be swapped without touching a service.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.constants import in_progress_key_prefix, job_key_prefix
+
+from app.config import Settings
+from app.jobs import JobName
+from app.runtime import Runtime
+
+Ctx = dict[str, Any]
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    return RedisSettings.from_dsn(settings.redis_url)
+
+
+class ArqJobQueue:
+    def __init__(self, pool: ArqRedis) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def connect(cls, settings: Settings) -> ArqJobQueue:
+        return cls(await create_pool(redis_settings(settings)))
+
+    async def schedule(self, job: JobName, subject_id: str, *, key: str, delay: float = 0) -> bool:
+        enqueued = await self.pool.enqueue_job(
+            job, subject_id, _job_id=key, _defer_by=timedelta(seconds=delay) if delay > 0 else None
+        )
+        return enqueued is not None
+
+    async def is_scheduled(self, key: str) -> bool:
+        found = await self.pool.exists(job_key_prefix + key, in_progress_key_prefix + key)
+        return bool(found)
+
+    async def close(self) -> None:
+        await self.pool.aclose()
+
+
+def _runtime(ctx: Ctx) -> Runtime:
+    runtime: Runtime = ctx["runtime"]
+    return runtime
+
+
+async def start_task(ctx: Ctx, task_id: str) -> None:
+    await _runtime(ctx).lifecycle.start(task_id)
+
+
+async def poll_task(ctx: Ctx, task_id: str) -> None:
+    await _runtime(ctx).lifecycle.poll(task_id)
+
+
+async def warn_expiring(ctx: Ctx, task_id: str) -> None:
+    await _runtime(ctx).lifecycle.warn_expiring(task_id)
+
+
+async def expire_task(ctx: Ctx, task_id: str) -> None:
+    await _runtime(ctx).lifecycle.expire(task_id)
+
+
+FUNCTIONS = [start_task, poll_task, warn_expiring, expire_task]
