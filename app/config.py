@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     webhook_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
-        default_factory=lambda: [5, 300, 1800, 7200, 18000, 36000, 36000]
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
     )
     poll_initial_seconds: float = Field(2.0, gt=0)
     poll_multiplier: float = Field(1.5, ge=1)

@@ -24,13 +24,14 @@ REDIS_TIMEOUT_SECONDS = 2.0
 
 
 def connect_redis(settings: Settings) -> Redis:
-    return Redis.from_url(
+    redis: Redis = Redis.from_url(
         settings.redis_url,
         decode_responses=True,
         socket_timeout=REDIS_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
         health_check_interval=15,
     )
+    return redis
 
 
 @dataclass

@@ -84,7 +84,8 @@ class ExportStore:
         return [ExportRecord.model_validate_json(r) if r else None for r in raws]
 
     async def task_export_ids(self, task_id: str) -> list[str]:
-        return sorted(await self.redis.smembers(keys.task_exports(task_id)))
+        members: set[str] = await self.redis.smembers(keys.task_exports(task_id))  # type: ignore[misc]
+        return sorted(members)
 
     async def open_task_ids(self, limit: int = 10_000) -> list[str]:
         return list(await self.redis.zrange(keys.OPEN_TASKS, 0, limit - 1))
@@ -214,7 +215,8 @@ class ExportStore:
             if finished(record, task):
                 return "finished", record, task
             record = record.model_copy(update={"canceled_at": now})
-            others = set(await pipe.smembers(followers_key)) - {record.id}
+            followers: set[str] = await pipe.smembers(followers_key)  # type: ignore[misc]
+            others = followers - {record.id}
             inflight_key = keys.inflight(task.fingerprint)
             await pipe.watch(inflight_key)
             still_inflight = await pipe.get(inflight_key) == task.id
