@@ -1,4 +1,9 @@
-"""FastAPI dependencies as ``Annotated`` aliases, so routes read as plain signatures."""
+"""FastAPI dependencies as ``Annotated`` aliases, so routes read as plain signatures.
+
+They are ``async def`` although none of them awaits: FastAPI runs a plain ``def`` dependency in
+a worker thread, and those thread hops cost more than the rest of a status read put together
+(bench/status_reads.py, docs/PERFORMANCE.md).
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,17 @@ from app.exports.service import ExportService
 from app.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def get_exports(request: Request) -> ExportService:
-    return get_runtime(request).exports
+async def get_exports(request: Request) -> ExportService:
+    runtime: Runtime = request.app.state.runtime
+    return runtime.exports
 
 
-def get_client_id(
+async def get_client_id(
     request: Request,
     authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
 ) -> str:

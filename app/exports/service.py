@@ -112,12 +112,9 @@ class ExportService:
     async def _load(self, client_id: str, export_id: str) -> tuple[ExportRecord, TaskRecord]:
         if not EXPORT_ID.match(export_id):
             raise NotFound(f"no export {export_id!r}")
-        record = await self.store.get_export(export_id)
+        record, task = await self.store.get_export_with_task(export_id)
         # Another client's export is exactly as absent as one that never existed.
-        if record is None or record.client_id != client_id:
-            raise NotFound(f"no export {export_id!r}")
-        task = await self.store.get_task(record.task_id)
-        if task is None:
+        if record is None or record.client_id != client_id or task is None:
             raise NotFound(f"no export {export_id!r}")
         return record, task
 

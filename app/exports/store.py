@@ -33,6 +33,19 @@ return started
 """
 
 
+# An export and the task serving it in one round trip (a status read is the hottest path).
+# The task key is built from the prefix passed in ARGV[1] (app.keys.task("")).
+_EXPORT_WITH_TASK = """
+local export = redis.call('GET', KEYS[1])
+if not export then return {false, false} end
+local ok, decoded = pcall(cjson.decode, export)
+if not ok or type(decoded) ~= 'table' or type(decoded['task_id']) ~= 'string' then
+  return {export, false}
+end
+return {export, redis.call('GET', ARGV[1] .. decoded['task_id'])}
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class TaskUpdate:
     """A task before and after ``ExportStore.update_task`` (both None: no such task)."""
@@ -60,12 +73,26 @@ class ExportStore:
         self.redis = redis
         self._ttl = int(record_ttl)
         self._dispatch = redis.register_script(_DISPATCH)
+        self._export_with_task = redis.register_script(_EXPORT_WITH_TASK)
 
     # -- reads -----------------------------------------------------------------------------
 
     async def get_export(self, export_id: str) -> ExportRecord | None:
         raw = await self.redis.get(keys.export(export_id))
         return ExportRecord.model_validate_json(raw) if raw else None
+
+    async def get_export_with_task(
+        self, export_id: str
+    ) -> tuple[ExportRecord | None, TaskRecord | None]:
+        """The export and the task serving it, read in one round trip."""
+        raw_export, raw_task = await self._export_with_task(
+            keys=[keys.export(export_id)], args=[keys.task("")]
+        )
+        record = ExportRecord.model_validate_json(raw_export) if raw_export else None
+        if record is None or not raw_task:
+            return record, None
+        task = TaskRecord.model_validate_json(raw_task)
+        return record, task if task.id == record.task_id else None
 
     async def get_task(self, task_id: str) -> TaskRecord | None:
         raw = await self.redis.get(keys.task(task_id))
@@ -111,8 +138,8 @@ class ExportStore:
 
         async def attempt(pipe: Pipeline) -> Submitted:
             await pipe.watch(inflight_key, latest_key)
-            for candidate_key in (inflight_key, latest_key):
-                task_id = await pipe.get(candidate_key)
+            candidates = await pipe.mget(inflight_key, latest_key)  # one round trip, not two
+            for candidate_key, task_id in zip((inflight_key, latest_key), candidates, strict=True):
                 if not task_id:
                     continue
                 await pipe.watch(keys.task(task_id))
