@@ -8,6 +8,7 @@ script's GIL) and the API and workers as real processes, exactly as an operator 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -275,7 +276,9 @@ def private_run(
     **gateway: str,
 ) -> Iterator[Run]:
     """A private Redis and sandbox; gateway processes are started by the caller with
-    ``run.procs.api()`` / ``run.procs.worker()`` (environment: ``gateway`` overrides)."""
+    ``run.procs.api()`` / ``run.procs.worker()`` (environment: ``gateway`` overrides).
+    The temp folder (process logs) is removed afterwards unless ``keep`` or the environment
+    variable BENCH_KEEP_LOGS is set."""
     workdir = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     (workdir / "logs").mkdir()
     with ExitStack() as stack:
@@ -289,7 +292,7 @@ def private_run(
             yield Run(workdir, redis, procs, sandbox)
         finally:
             stack.close()
-            if keep:
+            if keep or os.environ.get("BENCH_KEEP_LOGS"):
                 print(f"logs kept in {workdir / 'logs'}")
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -399,3 +402,123 @@ def report_ratio(gateway: dict[str, float], bare: dict[str, float], target: floa
         "throughput ratio on an otherwise idle machine when the server is the bottleneck)"
     )
     return ratio
+
+
+# -- exports as a caller sees them -----------------------------------------------------------
+
+FINAL = ("completed", "failed", "canceled", "expired")
+
+
+async def submit_many(
+    apis: Sequence[str],
+    bodies: Sequence[Mapping[str, Any]],
+    *,
+    concurrency: int = 20,
+    retry_seconds: float = 60,
+) -> list[str]:
+    """POST every body (round-robin over ``apis``); retries 5xx and connection errors (an API
+    may be briefly unable to reach Redis during a fault) until ``retry_seconds`` pass."""
+
+    ids: list[str] = [""] * len(bodies)
+    order = iter(range(len(bodies)))
+    clients = [httpx.AsyncClient(base_url=a, headers=AUTH, timeout=30) for a in apis]
+    try:
+
+        async def submitter() -> None:
+            for n in order:
+                deadline = time.monotonic() + retry_seconds
+                while True:
+                    try:
+                        response = await clients[n % len(clients)].post(
+                            "/v1/exports", json=dict(bodies[n])
+                        )
+                        if response.status_code == 202:
+                            ids[n] = response.json()["id"]
+                            break
+                        problem = f"{response.status_code} {response.text[:200]}"
+                    except httpx.HTTPError as exc:
+                        problem = repr(exc)
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"submission {n} kept failing: {problem}")
+                    await asyncio.sleep(0.5)
+
+        await asyncio.gather(*(submitter() for _ in range(concurrency)))
+    finally:
+        for client in clients:
+            await client.aclose()
+    return ids
+
+
+async def final_states(
+    api: str, ids: Sequence[str], *, timeout: float, concurrency: int = 20
+) -> dict[str, dict[str, Any]]:
+    """Poll every export until it is finished or ``timeout`` passes; the last body of each
+    (an export never found has ``{"status": "missing"}``)."""
+
+    last: dict[str, dict[str, Any]] = {i: {"status": "unknown"} for i in ids}
+    deadline = time.monotonic() + timeout
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=api, headers=AUTH, timeout=30, limits=limits) as client:
+
+        async def read(export_id: str) -> None:
+            try:
+                response = await client.get(f"/v1/exports/{export_id}")
+            except httpx.HTTPError:
+                return
+            if response.status_code == 404:
+                last[export_id] = {"status": "missing"}
+            elif response.status_code == 200:
+                last[export_id] = response.json()
+
+        while True:
+            pending = [i for i, body in last.items() if body.get("status") not in FINAL]
+            if not pending or time.monotonic() > deadline:
+                return last
+            await asyncio.gather(*(read(i) for i in pending))
+            if any(last[i].get("status") not in FINAL for i in pending):
+                await asyncio.sleep(0.5)
+
+
+def outcome_report(
+    final: Mapping[str, Mapping[str, Any]],
+    sandbox_stats: Mapping[str, Any],
+    distinct_queries: int,
+    *,
+    webhooks: str = "n/a",
+) -> dict[str, Any]:
+    """Count what the callers saw: by status and error code, lost, duplicate upstream tasks."""
+    by_status: dict[str, int] = {}
+    by_code: dict[str, int] = {}
+    for body in final.values():
+        status = str(body.get("status"))
+        by_status[status] = by_status.get(status, 0) + 1
+        error = body.get("error")
+        if status == "failed" and isinstance(error, dict):
+            code = str(error.get("code"))
+            by_code[code] = by_code.get(code, 0) + 1
+    lost = sum(1 for body in final.values() if body.get("status") not in FINAL)
+    queries: dict[tuple[Any, ...], int] = {}
+    for task in sandbox_stats["tasks"]:
+        key = (task["filter"], task["fields"], task["site"])
+        queries[key] = queries.get(key, 0) + 1
+    duplicates = sum(n - 1 for n in queries.values())
+    report = {
+        "exports": len(final),
+        "completed": by_status.get("completed", 0),
+        "by_status": by_status,
+        "failed_by_code": by_code,
+        "lost": lost,
+        "distinct_queries": distinct_queries,
+        "upstream_tasks_created": sandbox_stats["tasks_created"],
+        "duplicate_upstream_tasks": duplicates,
+        "max_active_upstream_tasks": sandbox_stats["max_active_tasks"],
+        "max_upstream_requests_in_any_1s": sandbox_stats["max_requests_in_any_1s_window"],
+        "webhooks_delivered": webhooks,
+    }
+    return report
+
+
+def print_report(report: Mapping[str, Any]) -> None:
+    print("results:")
+    for name, value in report.items():
+        print(f"  {name}: {value}")

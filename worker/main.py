@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from arq import func
 from arq.connections import RedisSettings
 
 from app.config import get_settings
 from app.runtime import build_runtime
 from worker import tasks
+from worker.outage import survives_redis_outage
 
 _settings = get_settings()
 
@@ -30,7 +32,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 class WorkerSettings:
-    functions: ClassVar[list[Any]] = list(tasks.FUNCTIONS)
+    functions: ClassVar[list[Any]] = [
+        func(survives_redis_outage(f), name=f.__name__) for f in tasks.FUNCTIONS
+    ]
     on_startup = startup
     on_shutdown = shutdown
     redis_settings: RedisSettings = tasks.redis_settings(_settings)
@@ -40,3 +44,7 @@ class WorkerSettings:
     keep_result = 0
     max_tries = 20
     allow_abort_jobs = False
+    # On SIGTERM, let running jobs finish (each is one upstream request, bounded by the upstream
+    # timeout) instead of cancelling them: a create cancelled after upstream made the task but
+    # before its id was saved would make a second upstream task when it is retried.
+    job_completion_wait = int(_settings.upstream_timeout_seconds) + 10

@@ -1,0 +1,37 @@
+"""How every Redis client of the gateway rides out a Redis restart.
+
+A Redis that restarts (a deploy, a failover, a crash with ``appendonly yes``) drops every
+connection. Without a policy, redis-py raises on the first failed command: an API request
+answers 503 (fine), but an arq job dies half done, and arq's own poll loop dies with it,
+taking the worker process down. With this policy, a command that meets a dropped connection
+reconnects and is sent again, with exponential backoff (50 ms doubling, at most 1 s apart),
+for about ``GATEWAY_REDIS_RETRY_SECONDS``. A transaction that was WATCHing keys is not
+resent blindly: redis-py raises WatchError and our optimistic transactions start over from
+a fresh read, as they do when another process got there first.
+"""
+
+from __future__ import annotations
+
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+BACKOFF_BASE_SECONDS = 0.05
+BACKOFF_CAP_SECONDS = 1.0
+
+
+def retry_errors() -> list[type[Exception]]:
+    """The errors worth reconnecting for (a fresh list: redis-py appends to it). OSError is
+    there because redis-py 5 retries a refused *connect* only when it is listed: without it,
+    taking a connection from the pool fails at once while Redis is down."""
+    return [RedisConnectionError, RedisTimeoutError, OSError]
+
+
+def redis_retry(total_seconds: float) -> Retry:
+    """A retry policy whose backoff adds up to at least ``total_seconds``."""
+    retries, waited = 0, 0.0
+    while waited < total_seconds:
+        retries += 1
+        waited += min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**retries)
+    return Retry(ExponentialBackoff(cap=BACKOFF_CAP_SECONDS, base=BACKOFF_BASE_SECONDS), retries)
