@@ -1,17 +1,19 @@
-"""How every Redis client of the gateway rides out a Redis restart.
+"""How a worker's Redis clients ride out a Redis restart.
 
 A Redis that restarts (a deploy, a failover, a crash with ``appendonly yes``) drops every
-connection. Without a policy, redis-py raises on the first failed command: an API request
-answers 503 (fine), but an arq job dies half done, and arq's own poll loop dies with it,
-taking the worker process down. With this policy, a command that meets a dropped connection
-reconnects and is sent again, with exponential backoff (50 ms doubling, at most 1 s apart),
-for about ``GATEWAY_REDIS_RETRY_SECONDS``. A transaction that was WATCHing keys is not
-resent blindly: redis-py raises WatchError and our optimistic transactions start over from
-a fresh read, as they do when another process got there first.
+connection. Without a policy, redis-py raises on the first failed command: for the API that
+is right (the caller gets a 503 at once and retries), but in a worker a job dies half done,
+and arq's own poll loop dies with it, taking the worker process down. With this policy, a
+command that meets a dropped or refused connection reconnects and is sent again, with
+exponential backoff (50 ms doubling, at most 1 s apart), for about
+``GATEWAY_WORKER_REDIS_RETRY_SECONDS``. A transaction that was WATCHing keys is not resent
+blindly: redis-py raises WatchError and our optimistic transactions start over from a fresh
+read, as they do when another process got there first.
 """
 
 from __future__ import annotations
 
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -35,3 +37,13 @@ def redis_retry(total_seconds: float) -> Retry:
         retries += 1
         waited += min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**retries)
     return Retry(ExponentialBackoff(cap=BACKOFF_CAP_SECONDS, base=BACKOFF_BASE_SECONDS), retries)
+
+
+def reconnecting(client: Redis, total_seconds: float) -> Redis:
+    """Give ``client`` (and every connection its pool makes from now on) the retry policy."""
+    retry = redis_retry(total_seconds)
+    errors = retry_errors()
+    retry.update_supported_errors(errors)
+    client.connection_pool.connection_kwargs.update(retry=retry, retry_on_error=errors)
+    client.set_retry(retry)
+    return client

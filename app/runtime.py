@@ -17,7 +17,6 @@ from app.exports.lifecycle import Notifier, TaskLifecycle
 from app.exports.service import ExportService
 from app.exports.store import ExportStore
 from app.jobs import JobQueue
-from app.redis_retry import redis_retry, retry_errors
 from app.upstream.client import UpstreamClient
 from app.upstream.pacing import RequestPacer
 
@@ -31,8 +30,6 @@ def connect_redis(settings: Settings) -> Redis:
         socket_timeout=REDIS_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
         health_check_interval=15,
-        retry=redis_retry(settings.redis_retry_seconds),
-        retry_on_error=retry_errors(),
     )
     return redis
 

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from arq import func
 from arq.connections import RedisSettings
 
 from app.config import get_settings
+from app.redis_retry import reconnecting
 from app.runtime import build_runtime
 from worker import tasks
-from worker.outage import survives_redis_outage
+from worker.outage import reconnecting_settings, survives_redis_outage
 
 _settings = get_settings()
 
 
 async def startup(ctx: dict[str, Any]) -> None:
     queue = tasks.ArqJobQueue(ctx["redis"])
-    ctx["runtime"] = build_runtime(get_settings(), queue)
+    settings = get_settings()
+    runtime = build_runtime(settings, queue)
+    reconnecting(runtime.redis, settings.worker_redis_retry_seconds)
+    ctx["runtime"] = runtime
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -32,19 +35,15 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 class WorkerSettings:
-    functions: ClassVar[list[Any]] = [
-        func(survives_redis_outage(f), name=f.__name__) for f in tasks.FUNCTIONS
-    ]
+    functions: ClassVar[list[Any]] = [survives_redis_outage(f) for f in tasks.FUNCTIONS]
     on_startup = startup
     on_shutdown = shutdown
-    redis_settings: RedisSettings = tasks.redis_settings(_settings)
+    redis_settings: RedisSettings = reconnecting_settings(
+        tasks.redis_settings(_settings), _settings.worker_redis_retry_seconds
+    )
     max_jobs = _settings.worker_max_jobs
     poll_delay = _settings.queue_poll_seconds
     job_timeout = 120
     keep_result = 0
     max_tries = 20
     allow_abort_jobs = False
-    # On SIGTERM, let running jobs finish (each is one upstream request, bounded by the upstream
-    # timeout) instead of cancelling them: a create cancelled after upstream made the task but
-    # before its id was saved would make a second upstream task when it is retried.
-    job_completion_wait = int(_settings.upstream_timeout_seconds) + 10

@@ -1,4 +1,7 @@
-"""Jobs that meet a Redis outage are retried, not dropped.
+"""A worker rides out a Redis outage: its clients reconnect, and its jobs are retried.
+
+``reconnecting_settings`` gives arq's pool the reconnect policy of ``app.redis_retry``
+(without it, arq's poll loop dies on the first refused connection and the worker exits).
 
 arq treats any exception of a job as final: the job is recorded as failed and never runs
 again, so a poll step that failed because Redis was restarting would end its task's chain of
@@ -12,11 +15,15 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 
 from arq import Retry
+from arq.connections import RedisSettings
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.redis_retry import redis_retry, retry_errors
 
 log = logging.getLogger(__name__)
 
@@ -38,3 +45,8 @@ def survives_redis_outage(job: Job) -> Job:
             raise Retry(defer=RETRY_IN_SECONDS) from exc
 
     return run
+
+
+def reconnecting_settings(settings: RedisSettings, total_seconds: float) -> RedisSettings:
+    """arq's own pool (its poll loop, job bookkeeping, enqueues) with the same policy."""
+    return replace(settings, retry_on_error=retry_errors(), retry=redis_retry(total_seconds))

@@ -6,7 +6,6 @@ This module is the only place that knows the task queue is arq (``ArqJobQueue`` 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -15,19 +14,13 @@ from arq.constants import in_progress_key_prefix, job_key_prefix
 
 from app.config import Settings
 from app.jobs import JobName
-from app.redis_retry import redis_retry, retry_errors
 from app.runtime import Runtime
 
 Ctx = dict[str, Any]
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
-    # arq's own pool rides out a Redis restart like ours does (app.redis_retry).
-    return replace(
-        RedisSettings.from_dsn(settings.redis_url),
-        retry_on_error=retry_errors(),
-        retry=redis_retry(settings.redis_retry_seconds),
-    )
+    return RedisSettings.from_dsn(settings.redis_url)
 
 
 class ArqJobQueue:
