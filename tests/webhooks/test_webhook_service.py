@@ -143,7 +143,7 @@ async def test_a_forbidden_address_at_delivery_time_gives_up_at_once(
     webhooks = service(runtime, resolver)
     url = f"http://{NAME}:{receiver.port}/rebound"
     await webhooks.check_callback("alice", url)
-    dead_before = REGISTRY.get_sample_value("webhook_dead_letters_total") or 0.0
+    dead_before = REGISTRY.get_sample_value("gateway_webhook_dead_letters_total") or 0.0
     record, export = await completed_export(runtime, url)
     event = await published(webhooks, record, export)
     await webhooks.deliver(event.id, 0, 1)
@@ -156,7 +156,7 @@ async def test_a_forbidden_address_at_delivery_time_gives_up_at_once(
         "which callbacks may not reach"
     )
     assert found.events[0].dead_lettered and found.events[0].state == "gave_up"
-    assert REGISTRY.get_sample_value("webhook_dead_letters_total") == dead_before + 1
+    assert REGISTRY.get_sample_value("gateway_webhook_dead_letters_total") == dead_before + 1
     await webhooks.deliver(event.id, 0, 2)  # a stray job does nothing now
     assert len((await webhooks.deliveries("alice", record.id)).data) == 1
     await webhooks.client.aclose()
