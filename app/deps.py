@@ -13,6 +13,7 @@ from fastapi import Depends, Header, Request
 
 from app.exports.service import ExportService
 from app.runtime import Runtime
+from app.webhooks.service import WebhookService
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -23,6 +24,11 @@ async def get_runtime(request: Request) -> Runtime:
 async def get_exports(request: Request) -> ExportService:
     runtime: Runtime = request.app.state.runtime
     return runtime.exports
+
+
+async def get_webhooks(request: Request) -> WebhookService:
+    runtime: Runtime = request.app.state.runtime
+    return runtime.webhooks
 
 
 async def get_client_id(
@@ -37,3 +43,4 @@ async def get_client_id(
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ExportsDep = Annotated[ExportService, Depends(get_exports)]
 ClientId = Annotated[str, Depends(get_client_id)]
+WebhooksDep = Annotated[WebhookService, Depends(get_webhooks)]
