@@ -483,8 +483,6 @@ def outcome_report(
     final: Mapping[str, Mapping[str, Any]],
     sandbox_stats: Mapping[str, Any],
     distinct_queries: int,
-    *,
-    webhooks: str = "n/a",
 ) -> dict[str, Any]:
     """Count what the callers saw: by status and error code, lost, duplicate upstream tasks."""
     by_status: dict[str, int] = {}
@@ -513,7 +511,6 @@ def outcome_report(
         "duplicate_upstream_tasks": duplicates,
         "max_active_upstream_tasks": sandbox_stats["max_active_tasks"],
         "max_upstream_requests_in_any_1s": sandbox_stats["max_requests_in_any_1s_window"],
-        "webhooks_delivered": webhooks,
     }
     return report
 
@@ -522,3 +519,61 @@ def print_report(report: Mapping[str, Any]) -> None:
     print("results:")
     for name, value in report.items():
         print(f"  {name}: {value}")
+
+
+# -- webhooks --------------------------------------------------------------------------------
+
+
+@dataclass
+class Receiver:
+    """The webhook receiver subprocess (bench/_webhook_receiver.py)."""
+
+    port: int
+    procs: Processes
+    fail_first: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Receiver:
+        self.process = self.procs.spawn(
+            f"receiver-{self.port}",
+            [
+                str(BENCH / "_webhook_receiver.py"), "--port", str(self.port),
+                "--secret", WEBHOOK_SECRET, "--fail-first", str(self.fail_first),
+            ],
+        )  # fmt: skip
+        wait_http(f"{self.url}/_health", self.process)
+        return self
+
+    def received(self) -> list[dict[str, Any]]:
+        response = httpx.get(f"{self.url}/_received", timeout=60)
+        response.raise_for_status()
+        attempts: list[dict[str, Any]] = response.json()
+        return attempts
+
+
+def webhooks_summary(
+    attempts: Sequence[Mapping[str, Any]], finished_exports: int
+) -> dict[str, Any]:
+    """Distinct events delivered (a 2xx answered), attempts, invalid signatures."""
+    delivered = {a["id"] for a in attempts if a.get("valid") and a["status"] < 300}
+    return {
+        "webhook_events_expected": finished_exports,
+        "webhook_events_delivered": len(delivered),
+        "webhook_attempts": len(attempts),
+        "webhook_bad_signatures": sum(1 for a in attempts if not a.get("valid")),
+    }
+
+
+def wait_for_webhooks(receiver: Receiver, events: int, *, deadline: float) -> list[dict[str, Any]]:
+    """The receiver's attempts once ``events`` distinct events were delivered (or at
+    ``deadline``, a time.monotonic() value)."""
+    while True:
+        attempts = receiver.received()
+        delivered = {a["id"] for a in attempts if a.get("valid") and a["status"] < 300}
+        if len(delivered) >= events or time.monotonic() > deadline:
+            return attempts
+        time.sleep(0.5)

@@ -167,11 +167,11 @@ def main() -> None:
     args = parser.parse_args()
     try:
         import uvloop
-
-        runner = uvloop.run
     except ImportError:
-        runner = asyncio.run
-    print(json.dumps(runner(main_async(args))), flush=True)
+        result = asyncio.run(main_async(args))
+    else:
+        result = uvloop.run(main_async(args))
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

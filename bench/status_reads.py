@@ -81,8 +81,8 @@ def main() -> None:
             f"Retry-After {sample.headers.get('retry-after')}"
         )
         r = redis.Redis.from_url(run.redis.url)
-        for export_id, body in bodies.items():
-            r.set(f"bare:{export_id}", body)
+        for export_id, raw in bodies.items():
+            r.set(f"bare:{export_id}", raw)
         r.close()
         bare = run.procs.uvicorn("bench.bare_app:app")
         pid, bare_pid = run.procs.servers[api].pid, run.procs.servers[bare].pid

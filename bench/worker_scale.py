@@ -57,6 +57,18 @@ def implied_requests(duration: float, initial: float, multiplier: float, cap: fl
         wait = min(initial * multiplier**polls, cap)
 
 
+def used_memory(r: redis.Redis) -> int:
+    info: dict[str, Any] = r.info("memory")  # type: ignore[assignment]
+    return int(info["used_memory"])
+
+
+def mget(r: redis.Redis, names: list[str]) -> list[str | None]:
+    values: list[str | None] = []
+    for start in range(0, len(names), 1000):
+        values += r.mget(names[start : start + 1000])  # type: ignore[arg-type]
+    return values
+
+
 class RssSampler(threading.Thread):
     def __init__(self, pid: int, every: float = 0.2) -> None:
         super().__init__(daemon=True)
@@ -131,9 +143,9 @@ def main() -> None:
     ) as run:
         api = run.procs.api()
         worker = run.procs.worker()
-        r = redis.Redis.from_url(run.redis.url, decode_responses=True)
+        r: redis.Redis = redis.Redis.from_url(run.redis.url, decode_responses=True)
         time.sleep(2)  # the worker connects and registers its scripts
-        memory_before = int(r.info("memory")["used_memory"])
+        memory_before = used_memory(r)
         sampler = RssSampler(worker.pid)
         sampler.start()
         spy = None
@@ -149,7 +161,7 @@ def main() -> None:
         peak_memory = [memory_before]
 
         def sample_memory() -> int:
-            used = int(r.info("memory")["used_memory"])
+            used = used_memory(r)
             peak_memory[0] = max(peak_memory[0], used)
             return used
 
@@ -188,10 +200,10 @@ def main() -> None:
             spy.wait(timeout=60)
         worker_cpu = cpu_seconds(worker.pid)
         finished = args.count - open_tasks
-        raw_exports = r.mget([keys.export(i) for i in ids])
+        raw_exports = mget(r, [keys.export(i) for i in ids])
         task_ids = [json.loads(raw)["task_id"] for raw in raw_exports if raw]
         statuses: dict[str, int] = {}
-        for raw in r.mget([keys.task(t) for t in task_ids]):
+        for raw in mget(r, [keys.task(t) for t in task_ids]):
             status = json.loads(raw)["status"] if raw else "missing"
             statuses[status] = statuses.get(status, 0) + 1
         r.close()

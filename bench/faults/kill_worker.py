@@ -5,8 +5,9 @@
 ``--exports`` exports (distinct queries) run against the sandbox (tasks of 1-6 s, fast
 polling) and one worker. During the first ``--chaos-seconds`` the worker is killed with
 SIGKILL at random moments (1-4 s apart), then restarted at once. Afterwards one worker runs
-until every export is finished or ``--timeout`` passes. Expected: every export completes, and
-upstream tasks created == distinct queries (a kill can land between upstream's answer to the
+until every export is finished or ``--timeout`` passes. Expected: every export completes, its
+``export.completed`` webhook is delivered at least once, and upstream tasks created == distinct
+queries (a kill can land between upstream's answer to the
 create request and the gateway saving the task id: that window is milliseconds wide, and the
 scenario reports any duplicate it causes). A job killed mid-run is retried by arq once its
 in-progress marker expires (the worker's job_timeout + 10 s), which bounds recovery time.
@@ -24,13 +25,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from app.localredis import free_port
 from bench._common import (
+    Receiver,
     final_states,
     outcome_report,
     print_machine,
     print_report,
     private_run,
     submit_many,
+    wait_for_webhooks,
+    webhooks_summary,
 )
 
 
@@ -55,11 +60,16 @@ def main() -> None:
         GATEWAY_QUEUE_POLL_SECONDS="0.05",
         GATEWAY_UPSTREAM_MAX_ACTIVE_TASKS="50",
         GATEWAY_UPSTREAM_MAX_RPS="200",
+        GATEWAY_WEBHOOK_RETRY_SCHEDULE="0.5,1,2,4,8,16,32",
     ) as run:
+        receiver = Receiver(free_port(), run.procs).start()
         api = run.procs.api()
         worker = run.procs.worker("worker-0")
         bodies = [
-            {"filter": f"created_time>=2020-01-01 and signer_id==kill-{n}"}
+            {
+                "filter": f"created_time>=2020-01-01 and signer_id==kill-{n}",
+                "callback_url": f"{receiver.url}/hooks",
+            }
             for n in range(args.exports)
         ]
         started = time.monotonic()
@@ -73,13 +83,19 @@ def main() -> None:
             worker = run.procs.worker(f"worker-{kills}")
         print(f"killed the worker {kills} times; waiting for every export", flush=True)
         final = asyncio.run(final_states(api, ids, timeout=args.timeout))
+        attempts = wait_for_webhooks(receiver, len(ids), deadline=started + args.timeout)
         elapsed = time.monotonic() - started
         stats = run.sandbox.stats()
     report = outcome_report(final, stats, distinct_queries=args.exports)
+    report |= webhooks_summary(attempts, report["completed"])
     report["kills"] = kills
     report["seconds"] = round(elapsed, 1)
     print_report(report)
-    ok = report["completed"] == args.exports and report["duplicate_upstream_tasks"] == 0
+    ok = (
+        report["completed"] == args.exports
+        and report["duplicate_upstream_tasks"] == 0
+        and report["webhook_events_delivered"] == args.exports
+    )
     print(f"verdict: {'PASS' if ok else 'FAIL'}")
     if not ok:
         raise SystemExit(1)

@@ -6,7 +6,8 @@
 two API processes; three workers share the work; the sandbox answers 10% of requests with 429
 and fails 10% of its tasks. Meanwhile one worker is killed with SIGKILL and restarted, once.
 Expected: every export finishes (completed, or upstream_failed exactly when its task failed
-upstream), upstream tasks created == distinct queries, every copy of a query shares its
+upstream) and its webhook (completed or failed) is delivered, upstream tasks created ==
+distinct queries, every copy of a query shares its
 upstream task, and the shared limits hold across processes: at most
 GATEWAY_UPSTREAM_MAX_ACTIVE_TASKS tasks active upstream and at most GATEWAY_UPSTREAM_MAX_RPS
 requests in any one-second window, as the sandbox measured them.
@@ -24,13 +25,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from app.localredis import free_port
 from bench._common import (
+    Receiver,
     final_states,
     outcome_report,
     print_machine,
     print_report,
     private_run,
     submit_many,
+    wait_for_webhooks,
+    webhooks_summary,
 )
 
 MAX_ACTIVE = 8
@@ -56,11 +61,16 @@ def main() -> None:
         GATEWAY_QUEUE_POLL_SECONDS="0.05",
         GATEWAY_UPSTREAM_MAX_ACTIVE_TASKS=str(MAX_ACTIVE),
         GATEWAY_UPSTREAM_MAX_RPS=str(MAX_RPS),
+        GATEWAY_WEBHOOK_RETRY_SCHEDULE="0.5,1,2,4,8,16,32",
     ) as run:
+        receiver = Receiver(free_port(), run.procs).start()
         apis = [run.procs.api(), run.procs.api()]
         workers = [run.procs.worker(f"worker-{n}") for n in range(3)]
         bodies = [
-            {"filter": f"created_time>=2020-01-01 and signer_id==multi-{q}"}
+            {
+                "filter": f"created_time>=2020-01-01 and signer_id==multi-{q}",
+                "callback_url": f"{receiver.url}/hooks",
+            }
             for _ in range(args.copies)
             for q in range(args.queries)
         ]
@@ -76,6 +86,7 @@ def main() -> None:
         ids = asyncio.run(submit_many(apis, bodies, concurrency=40))
         killer.join()
         final = asyncio.run(final_states(apis[1], ids, timeout=args.timeout))
+        attempts = wait_for_webhooks(receiver, len(ids), deadline=started + args.timeout)
         elapsed = time.monotonic() - started
         stats = run.sandbox.stats()
         tasks = {t["id"]: t for t in run.sandbox.tasks()}
@@ -91,6 +102,7 @@ def main() -> None:
         by_query.setdefault(body["filter"], set()).add(seen.get("upstream_task_id"))
     split = sum(1 for upstream_ids in by_query.values() if len(upstream_ids) != 1)
     report = outcome_report(final, stats, distinct_queries=args.queries)
+    report |= webhooks_summary(attempts, len(ids))
     report["wrong_outcomes"] = wrong
     report["queries_split_over_several_tasks"] = split
     report["seconds"] = round(elapsed, 1)
@@ -100,6 +112,7 @@ def main() -> None:
         and report["lost"] == 0
         and report["upstream_tasks_created"] == args.queries
         and split == 0
+        and report["webhook_events_delivered"] == len(ids)
         and report["max_active_upstream_tasks"] <= MAX_ACTIVE
         and report["max_upstream_requests_in_any_1s"] <= MAX_RPS
     )

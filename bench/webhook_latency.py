@@ -1,0 +1,112 @@
+"""Benchmark 5, webhook latency: from completion seen to webhook received.
+
+    .venv/bin/python bench/webhook_latency.py [--count 1000]
+
+``--count`` exports (distinct queries, each with a ``callback_url``) run against the sandbox
+(task durations spread over 2-30 s, so completions arrive spread out, as in real use) with one
+API and one worker at the default queue poll interval. For every export the latency is the
+receiver's wall time for the first attempt of its ``export.completed`` minus the moment the
+worker saw the completion: the wall time at which the sandbox sent the first answer that
+showed the task complete (bench/_sandbox_server.py). Target: p99 under 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.localredis import free_port
+from bench._common import (
+    Receiver,
+    final_states,
+    percentile,
+    print_machine,
+    private_run,
+    submit_many,
+    webhooks_summary,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--task-seconds", type=float, default=2)
+    parser.add_argument("--task-seconds-max", type=float, default=30)
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args()
+    print_machine()
+    print(
+        f"webhook latency: {args.count} exports with callbacks, task durations "
+        f"{args.task_seconds:g}-{args.task_seconds_max:g} s, one worker",
+        flush=True,
+    )
+    with private_run(
+        {"task_seconds": args.task_seconds, "task_seconds_max": args.task_seconds_max},
+        GATEWAY_POLL_INITIAL_SECONDS="0.5",
+        GATEWAY_POLL_MAX_SECONDS="2",
+        GATEWAY_UPSTREAM_MAX_ACTIVE_TASKS="100000",
+        GATEWAY_UPSTREAM_MAX_RPS="5000",
+    ) as run:
+        receiver = Receiver(free_port(), run.procs).start()
+        api = run.procs.api()
+        run.procs.worker()
+        bodies = [
+            {
+                "filter": f"created_time>=2020-01-01 and signer_id==hook-{n}",
+                "callback_url": f"{receiver.url}/hooks",
+                "metadata": {"n": n},
+            }
+            for n in range(args.count)
+        ]
+        started = time.monotonic()
+        ids = asyncio.run(submit_many([api], bodies, concurrency=20))
+        final = asyncio.run(final_states(api, ids, timeout=args.timeout))
+        # the last completions' webhooks may still be on their way
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            attempts = receiver.received()
+            delivered = {a["export_id"] for a in attempts if a.get("type") == "export.completed"}
+            if len(delivered) >= sum(1 for b in final.values() if b["status"] == "completed"):
+                break
+            time.sleep(0.5)
+        elapsed = time.monotonic() - started
+        tasks = {t["id"]: t for t in run.sandbox.tasks()}
+    first_attempt: dict[str, float] = {}
+    for attempt in attempts:
+        if attempt.get("type") == "export.completed" and attempt.get("attempt") == 1:
+            first_attempt[attempt["export_id"]] = attempt["at"]
+    from_seen: list[float] = []
+    from_done: list[float] = []
+    for export_id, body in final.items():
+        task = tasks.get(body.get("upstream_task_id") or "")
+        received = first_attempt.get(export_id)
+        if task is None or received is None or task["first_seen_complete"] is None:
+            continue
+        from_seen.append(received - task["first_seen_complete"])
+        from_done.append(received - task["finished"])
+    completed = sum(1 for b in final.values() if b["status"] == "completed")
+    summary = webhooks_summary(attempts, completed)
+    print("results:")
+    print(f"  exports: {len(final)}, completed: {completed}, seconds: {elapsed:.1f}")
+    for name, value in summary.items():
+        print(f"  {name}: {value}")
+    print(
+        f"  completion seen -> webhook received: p50 {percentile(from_seen, 50):.3f} s  "
+        f"p99 {percentile(from_seen, 99):.3f} s  max {max(from_seen, default=float('nan')):.3f} s"
+        f"  (n={len(from_seen)})"
+    )
+    print(
+        f"  upstream completion -> webhook received (includes polling): "
+        f"p50 {percentile(from_done, 50):.3f} s  p99 {percentile(from_done, 99):.3f} s"
+    )
+    p99 = percentile(from_seen, 99)
+    print(f"targets: p99 < 1 s {'met' if p99 < 1 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The benchmark and fault scripts still run (a short smoke of each kind, so they cannot rot).
+
+Each runs as a user would run it (``python bench/...``), with its own Redis, sandbox, API and
+worker, at a tiny size. Only outcomes are asserted, never speed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.support import ROOT
+
+
+def run_script(*args: str, timeout: float = 150) -> str:
+    done = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    return output
+
+
+def test_worker_scale_bench_finishes_every_export_and_prints_its_figures() -> None:
+    output = run_script(
+        "bench/worker_scale.py", "--count", "50", "--task-seconds", "0.5",
+        "--task-seconds-max", "2", "--poll-initial", "0.2", "--poll-max", "1",
+        "--timeout", "90",
+    )  # fmt: skip
+    assert "machine: nproc=" in output
+    for figure in ("worker_peak_rss_mib", "redis_bytes_per_export_peak", "lag_p99_s"):
+        assert figure in output
+    assert "statuses: {'completed': 50}" in output
+    assert "upstream_tasks_created: 50" in output
+
+
+def test_redis_restart_scenario_loses_no_export_and_keeps_the_worker() -> None:
+    output = run_script(
+        "bench/faults/redis_restart.py", "--exports", "20", "--stop-after", "1",
+        "--down-seconds", "2", "--timeout", "90",
+    )  # fmt: skip
+    assert "lost: 0" in output
+    assert "worker_same_process_alive: True" in output
+    assert "verdict: PASS" in output
