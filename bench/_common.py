@@ -495,11 +495,16 @@ def outcome_report(
             code = str(error.get("code"))
             by_code[code] = by_code.get(code, 0) + 1
     lost = sum(1 for body in final.values() if body.get("status") not in FINAL)
-    queries: dict[tuple[Any, ...], int] = {}
+    referenced = {body.get("upstream_task_id") for body in final.values()}
+    queries: dict[tuple[Any, ...], list[bool]] = {}
     for task in sandbox_stats["tasks"]:
         key = (task["filter"], task["fields"], task["site"])
-        queries[key] = queries.get(key, 0) + 1
-    duplicates = sum(n - 1 for n in queries.values())
+        queries.setdefault(key, []).append(task["id"] in referenced)
+    duplicates = sum(len(flags) - 1 for flags in queries.values())
+    # A duplicate no export points at is an orphan: upstream made a task whose id the gateway
+    # never learnt (a create that timed out, or a worker killed before saving the answer).
+    # Exports of one query pointing at different tasks would be a coalescing failure.
+    split = sum(max(0, sum(flags) - 1) for flags in queries.values())
     report = {
         "exports": len(final),
         "completed": by_status.get("completed", 0),
@@ -509,6 +514,8 @@ def outcome_report(
         "distinct_queries": distinct_queries,
         "upstream_tasks_created": sandbox_stats["tasks_created"],
         "duplicate_upstream_tasks": duplicates,
+        "of_which_orphans": duplicates - split,
+        "duplicates_serving_exports": split,
         "max_active_upstream_tasks": sandbox_stats["max_active_tasks"],
         "max_upstream_requests_in_any_1s": sandbox_stats["max_requests_in_any_1s_window"],
     }

@@ -44,6 +44,10 @@ class Receiver:
         body = b""
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":  # the sender died mid-request
+                self.attempts.append({"id": "", "at": received, "status": 0, "valid": True,
+                                      "cut": True})  # fmt: skip
+                return
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break

@@ -5,7 +5,8 @@
 
 N exports with distinct filters (so N upstream tasks; durations spread evenly over
 task-seconds..task-seconds-max by the sandbox) are submitted as fast as 50 concurrent clients
-can, against one API process and ONE worker process; the upstream limits
+can to one API process; then ONE worker process is started, so that all N are in flight at
+once when it begins (``--worker-during-submission`` starts it first instead); the upstream limits
 (GATEWAY_UPSTREAM_MAX_ACTIVE_TASKS, GATEWAY_UPSTREAM_MAX_RPS) are set high so they do not
 throttle. It prints:
 
@@ -117,6 +118,12 @@ def main() -> None:
     parser.add_argument("--submitters", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=3600, help="give up after this")
     parser.add_argument("--worker-env", action="append", default=[], help="NAME=value")
+    parser.add_argument(
+        "--worker-during-submission",
+        action="store_true",
+        help="start the worker before submitting (default: after, so all N are in flight at "
+        "once when it starts)",
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument(
         "--profile-worker",
@@ -142,22 +149,9 @@ def main() -> None:
         **overrides,
     ) as run:
         api = run.procs.api()
-        worker = run.procs.worker()
         r: redis.Redis = redis.Redis.from_url(run.redis.url, decode_responses=True)
-        time.sleep(2)  # the worker connects and registers its scripts
+        time.sleep(1)
         memory_before = used_memory(r)
-        sampler = RssSampler(worker.pid)
-        sampler.start()
-        spy = None
-        if args.profile_worker:
-            spy = subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw",
-                    "--rate", "100", "-o", args.profile_worker, "--pid", str(worker.pid),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )  # fmt: skip
         peak_memory = [memory_before]
 
         def sample_memory() -> int:
@@ -165,7 +159,25 @@ def main() -> None:
             peak_memory[0] = max(peak_memory[0], used)
             return used
 
+        def start_worker() -> tuple[subprocess.Popen[bytes], RssSampler, Any]:
+            worker = run.procs.worker()
+            sampler = RssSampler(worker.pid)
+            sampler.start()
+            spy = None
+            if args.profile_worker:
+                spy = subprocess.Popen(
+                    [
+                        str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw",
+                        "--rate", "100", "-o", args.profile_worker, "--pid", str(worker.pid),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+            return worker, sampler, spy
+
         started = time.time()
+        if args.worker_during_submission:
+            worker, sampler, spy = start_worker()
         ids = asyncio.run(submit_all(api, args.count, args.submitters))
         submitted_in = time.time() - started
         memory_submitted = sample_memory()
@@ -174,6 +186,8 @@ def main() -> None:
             f"Redis used_memory +{(memory_submitted - memory_before) / 1024:.0f} KiB",
             flush=True,
         )
+        if not args.worker_during_submission:
+            worker, sampler, spy = start_worker()
         deadline = started + args.timeout
         open_tasks = r.zcard(keys.OPEN_TASKS)
         memory_running: int | None = None

@@ -1,16 +1,18 @@
 """Fault 1: SIGKILL the worker at random moments while exports run, restart it each time.
 
-    .venv/bin/python bench/faults/kill_worker.py [--exports 200] [--kills 8] [--seed 1]
+    .venv/bin/python bench/faults/kill_worker.py [--exports 200] [--chaos-seconds 30] [--seed 1]
 
 ``--exports`` exports (distinct queries) run against the sandbox (tasks of 1-6 s, fast
 polling) and one worker. During the first ``--chaos-seconds`` the worker is killed with
 SIGKILL at random moments (1-4 s apart), then restarted at once. Afterwards one worker runs
 until every export is finished or ``--timeout`` passes. Expected: every export completes, its
 ``export.completed`` webhook is delivered at least once, and upstream tasks created == distinct
-queries (a kill can land between upstream's answer to the
-create request and the gateway saving the task id: that window is milliseconds wide, and the
-scenario reports any duplicate it causes). A job killed mid-run is retried by arq once its
-in-progress marker expires (the worker's job_timeout + 10 s), which bounds recovery time.
+queries. One duplicate is possible per kill that lands while a create request is in flight
+(after upstream made the task, before the gateway saved its id): upstream has no idempotency
+key and no task listing, so the rerun cannot know; such orphans are counted apart. A job
+killed mid-run is retried by arq once its in-progress marker expires (the worker's
+job_timeout + 10 s); a step lost altogether (a kill between dispatching a task into a slot
+and scheduling its start) waits for the sweep. Those two bound the recovery time.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def main() -> None:
     parser.add_argument("--exports", type=int, default=200)
     parser.add_argument("--chaos-seconds", type=float, default=30)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--timeout", type=float, default=420)
     args = parser.parse_args()
     rng = random.Random(args.seed)
     print_machine()
@@ -83,7 +85,9 @@ def main() -> None:
             worker = run.procs.worker(f"worker-{kills}")
         print(f"killed the worker {kills} times; waiting for every export", flush=True)
         final = asyncio.run(final_states(api, ids, timeout=args.timeout))
-        attempts = wait_for_webhooks(receiver, len(ids), deadline=started + args.timeout)
+        completed = sum(1 for body in final.values() if body.get("status") == "completed")
+        # a delivery killed mid-flight is rerun once arq's in-progress marker expires
+        attempts = wait_for_webhooks(receiver, completed, deadline=time.monotonic() + 180)
         elapsed = time.monotonic() - started
         stats = run.sandbox.stats()
     report = outcome_report(final, stats, distinct_queries=args.exports)
@@ -93,10 +97,16 @@ def main() -> None:
     print_report(report)
     ok = (
         report["completed"] == args.exports
-        and report["duplicate_upstream_tasks"] == 0
+        and report["duplicates_serving_exports"] == 0
         and report["webhook_events_delivered"] == args.exports
     )
-    print(f"verdict: {'PASS' if ok else 'FAIL'}")
+    print(
+        f"verdict: {'PASS' if ok else 'FAIL'} (duplicate upstream tasks: "
+        f"{report['duplicate_upstream_tasks']}, each an orphan of a create whose answer a killed "
+        "worker never saved)"
+        if report["duplicate_upstream_tasks"]
+        else f"verdict: {'PASS' if ok else 'FAIL'}"
+    )
     if not ok:
         raise SystemExit(1)
 
