@@ -46,6 +46,28 @@ return {export, redis.call('GET', ARGV[1] .. decoded['task_id'])}
 """
 
 
+# The common submission, a query nobody has asked before, in one round trip: when neither an
+# in-flight nor a completed task of the fingerprint exists, store the new task and the export
+# and queue the task, atomically; otherwise answer 0 and ``submit`` takes the WATCH/MULTI path,
+# which knows how to share or reuse a task. The writes are those of that path's new-task branch
+# (``_queue_new_task`` and ``_queue_export_writes``): change both together.
+_SUBMIT_NEW = """
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
+local ttl = ARGV[1]
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ttl)
+redis.call('SET', KEYS[3], ARGV[3], 'EX', ttl)
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2])
+redis.call('ZADD', KEYS[5], ARGV[4], ARGV[2])
+redis.call('SET', KEYS[6], ARGV[5], 'EX', ttl)
+redis.call('ZADD', KEYS[7], ARGV[6], ARGV[7])
+redis.call('SADD', KEYS[8], ARGV[7])
+redis.call('EXPIRE', KEYS[8], ttl)
+return 1
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class TaskUpdate:
     """A task before and after ``ExportStore.update_task`` (both None: no such task)."""
@@ -74,6 +96,7 @@ class ExportStore:
         self._ttl = int(record_ttl)
         self._dispatch = redis.register_script(_DISPATCH)
         self._export_with_task = redis.register_script(_EXPORT_WITH_TASK)
+        self._submit_new = redis.register_script(_SUBMIT_NEW)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -135,6 +158,30 @@ class ExportStore:
         fingerprint = new_task.fingerprint
         inflight_key = keys.inflight(fingerprint)
         latest_key = keys.latest(fingerprint)
+        record = export.model_copy(update={"task_id": new_task.id, "coalesced": False})
+        created = await self._submit_new(
+            keys=[
+                inflight_key,
+                latest_key,
+                keys.task(new_task.id),
+                keys.OPEN_TASKS,
+                keys.UPSTREAM_WAITING,
+                keys.export(record.id),
+                keys.client_exports(record.client_id),
+                keys.task_exports(new_task.id),
+            ],
+            args=[
+                self._ttl,
+                new_task.id,
+                new_task.model_dump_json(),
+                _ms(new_task.created_at),
+                record.model_dump_json(),
+                _ms(record.created_at),
+                record.id,
+            ],
+        )
+        if created:
+            return Submitted(record, new_task, new_task=True)
 
         async def attempt(pipe: Pipeline) -> Submitted:
             await pipe.watch(inflight_key, latest_key)
@@ -151,17 +198,19 @@ class ExportStore:
                     return self._attach(pipe, export, task)
                 if candidate_key == latest_key and task.status == "completed" and reusable(task):
                     return self._attach(pipe, export, task)
-            record = export.model_copy(update={"task_id": new_task.id, "coalesced": False})
             pipe.multi()
-            pipe.set(inflight_key, new_task.id, ex=self._ttl)
-            pipe.set(keys.task(new_task.id), new_task.model_dump_json(), ex=self._ttl)
-            pipe.zadd(keys.OPEN_TASKS, {new_task.id: _ms(new_task.created_at)})
-            pipe.zadd(keys.UPSTREAM_WAITING, {new_task.id: _ms(new_task.created_at)})
+            self._queue_new_task(pipe, new_task, inflight_key)
             self._queue_export_writes(pipe, record)
             return Submitted(record, new_task, new_task=True)
 
         result: Submitted = await self.redis.transaction(attempt, value_from_callable=True)
         return result
+
+    def _queue_new_task(self, pipe: Pipeline, task: TaskRecord, inflight_key: str) -> None:
+        pipe.set(inflight_key, task.id, ex=self._ttl)
+        pipe.set(keys.task(task.id), task.model_dump_json(), ex=self._ttl)
+        pipe.zadd(keys.OPEN_TASKS, {task.id: _ms(task.created_at)})
+        pipe.zadd(keys.UPSTREAM_WAITING, {task.id: _ms(task.created_at)})
 
     def _attach(self, pipe: Pipeline, export: ExportRecord, task: TaskRecord) -> Submitted:
         record = export.model_copy(update={"task_id": task.id, "coalesced": True})
