@@ -15,9 +15,14 @@ from app.config import get_settings
 from app.redis_retry import reconnecting
 from app.runtime import build_runtime
 from worker import tasks
-from worker.outage import reconnecting_settings, survives_redis_outage
+from worker.outage import (
+    keep_polling_through_outages,
+    reconnecting_settings,
+    survives_redis_outage,
+)
 
 _settings = get_settings()
+keep_polling_through_outages()
 
 
 async def startup(ctx: dict[str, Any]) -> None:
