@@ -46,12 +46,15 @@ class CsvStreamError(Exception):
 class CsvMerger:
     """Turns the byte chunks of several CSV files, fed in order, into one CSV.
 
-    Use ``feed(number, chunks)`` for each file in turn; it yields what to send. State carried
-    from file to file: the header (for comparison) and the line terminator of file 1."""
+    ``feed(number, chunks)`` each file in turn and send what it yields, then ``finish()``.
+    A missing line break at the end of a file is owed, and sent before whatever comes next
+    (or by ``finish``), in the style of the files (CRLF or LF) as soon as one shows it."""
 
     def __init__(self) -> None:
         self.header: bytes | None = None  # the header record, without its terminator
         self.newline = b"\n"
+        self._newline_known = False
+        self._owed = False  # the output so far ends without a line break
 
     async def feed(self, number: int, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         pending = bytearray()  # the start of the file, until the header record is complete
@@ -83,6 +86,9 @@ class CsvMerger:
                     yield emitted
                 if not chunk:
                     continue
+            if self._owed:
+                self._owed = False
+                yield self.newline
             quoted ^= bool(chunk.count(b'"') & 1)
             last = chunk[-1:]
             yield chunk
@@ -100,7 +106,12 @@ class CsvMerger:
         if quoted:
             raise CsvStreamError(f"file {number} ends inside a quoted value (cut short?)")
         if last and last != b"\n":
-            yield self.newline
+            self._owed = True
+
+    def finish(self) -> bytes:
+        """What ends the output: the line break still owed, if any."""
+        owed, self._owed = self._owed, False
+        return self.newline if owed else b""
 
     def _header(self, number: int, record: bytes) -> bytes:
         """What to send for a file's header record: the record itself for the first file
@@ -111,10 +122,12 @@ class CsvMerger:
             content, terminator = record[:-1], b"\n"
         else:
             content, terminator = record, b""
+        if terminator and not self._newline_known:
+            self.newline, self._newline_known = terminator, True
         if self.header is None:
             self.header = content
-            self.newline = terminator or b"\n"
-            return content + self.newline
+            self._owed = not terminator
+            return record
         if content != self.header:
             raise CsvStreamError(f"the header of file {number} differs from the first file's")
         return b""
@@ -171,6 +184,8 @@ class CsvDownload:
                         yield piece
                 finally:
                     await response.aclose()
+            if end := merger.finish():
+                yield end
         finally:
             await self.aclose()
 

@@ -32,7 +32,7 @@ BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 300.0
 # An expire step may run this much before expires_at (timer granularity, clock skew): the
 # links are then marked gone a moment early, never late.
-EXPIRY_EARLY_TOLERANCE_SECONDS = 1.0
+EXPIRY_EARLY_TOLERANCE_SECONDS = 0.1
 
 EventType = str  # "export.completed" | "export.failed" | "export.expiring" | "export.expired"
 
