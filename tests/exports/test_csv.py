@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -225,3 +227,27 @@ def test_cli_download_without_a_key_is_a_usage_error(tmp_path: Path) -> None:
     result = cli("exp_x", url="http://127.0.0.1:9", key=None)
     assert result.returncode == 2
     assert "GATEWAY_API_KEY" in result.stderr
+
+
+def test_the_memory_benchmark_runs_end_to_end() -> None:
+    """A smoke run of bench/csv_memory.py (the real figures come from its full run)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "csv_memory.py"),
+            "--rows",
+            "3000",
+            "--rows-per-file",
+            "1000",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "SANDBOX_"))},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["bytes"] == figures["expected_bytes"] > 0
+    assert figures["files"] == 3 and figures["rss_samples"] > 0
