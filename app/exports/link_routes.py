@@ -66,8 +66,14 @@ _CSV_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "Every file of the export as one CSV with one header row",
         "content": {"text/csv": {"schema": {"type": "string"}}},
     },
-    409: {"description": "The export has not completed (or failed, or was canceled)"},
-    410: {"description": "The CSV files have expired; the problem names the rerun route"},
+    409: {
+        "description": "The export has not completed (or failed, or was canceled)",
+        "model": Problem,
+    },
+    410: {
+        "description": "The CSV files have expired; the problem names the rerun route",
+        "model": Problem,
+    },
     502: {"description": "The file host refused the first file", "model": Problem},
 }
 
@@ -75,6 +81,7 @@ _CSV_RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.get(
     "/{export_id}/csv",
     summary="The export's CSV files as one CSV",
+    status_code=status.HTTP_200_OK,
     response_class=CsvResponse,
     responses=_CSV_RESPONSES,
 )

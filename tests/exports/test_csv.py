@@ -251,3 +251,13 @@ def test_the_memory_benchmark_runs_end_to_end() -> None:
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["bytes"] == figures["expected_bytes"] > 0
     assert figures["files"] == 3 and figures["rss_samples"] > 0
+
+
+def test_the_openapi_document_describes_the_csv_and_rerun_routes() -> None:
+    from app.main import app
+
+    paths = app.openapi()["paths"]
+    csv_route = paths["/v1/exports/{export_id}/csv"]["get"]
+    assert "text/csv" in csv_route["responses"]["200"]["content"]
+    assert {"404", "409", "410"} <= set(csv_route["responses"])
+    assert "202" in paths["/v1/exports/{export_id}/rerun"]["post"]["responses"]
