@@ -100,6 +100,8 @@ class ExportService:
         export = Export.of(submitted.export, submitted.task)
         if export.status == "completed" and self.notifier and record.callback_url:
             await self.notifier.publish(submitted.export, export, "export.completed")
+            if submitted.task.warned_at is not None:  # reused after its warning went out
+                await self.notifier.publish(submitted.export, export, "export.expiring")
         return export
 
     async def get(self, client_id: str, export_id: str) -> tuple[Export, int | None]:
