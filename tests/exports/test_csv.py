@@ -17,9 +17,18 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from fastapi import FastAPI, Request, Response
 
 from app.localredis import LocalRedis
-from tests.support import KEYS, ROOT, ServerThread, Stack, running_stack, wait_for
+from tests.support import (
+    KEYS,
+    ROOT,
+    SANDBOX_TOKEN,
+    ServerThread,
+    Stack,
+    running_stack,
+    wait_for,
+)
 
 BOM = b"\xef\xbb\xbf"
 FIELDS = ["event_type", "connection_data.page_title", "custom_data.notes"]
@@ -261,3 +270,40 @@ def test_the_openapi_document_describes_the_csv_and_rerun_routes() -> None:
     assert "text/csv" in csv_route["responses"]["200"]["content"]
     assert {"404", "409", "410"} <= set(csv_route["responses"])
     assert "202" in paths["/v1/exports/{export_id}/rerun"]["post"]["responses"]
+
+
+async def test_links_are_fetched_without_credentials_and_redirects_are_not_followed(
+    gateway: Stack, sandbox: httpx.Client, sandbox_server: ServerThread
+) -> None:
+    seen: list[dict[str, str]] = []
+    mode = {"redirect": False}
+    relay = FastAPI()
+
+    @relay.get("/v1.1/files/{task_id}/{name}")
+    async def file(task_id: str, name: str, request: Request) -> Response:
+        seen.append(dict(request.headers))
+        real = f"{sandbox_server.url}{request.url.path}?{request.url.query}"
+        if mode["redirect"]:
+            return Response(status_code=302, headers={"Location": real})
+        async with httpx.AsyncClient() as client:
+            upstream = await client.get(real)
+        return Response(upstream.content, upstream.status_code, media_type="text/csv")
+
+    host = ServerThread(relay).start()
+    try:
+        sandbox.post("/_sandbox/config", json={"public_base_url": host.url}).raise_for_status()
+        async with gateway.client() as api:
+            done = await completed(api, {"filter": "batch==8"})
+            assert all(link.startswith(host.url) for link in done["links"])
+            merged = await api.get(f"/v1/exports/{done['id']}/csv")
+            mode["redirect"] = True
+            redirected = await api.get(f"/v1/exports/{done['id']}/csv")
+    finally:
+        host.stop()
+    assert merged.status_code == 200 and len(records(merged.content)) == 251
+    assert len(seen) == 3 + 1
+    for headers in seen:
+        assert "authorization" not in headers
+        assert not any(SANDBOX_TOKEN in value for value in headers.values())
+    assert redirected.status_code == 502
+    assert "answered 302 for file 1 of 3" in redirected.json()["detail"]
