@@ -9,6 +9,7 @@ from fastapi import Depends, Header, Request
 from app.exports.csv import CsvService
 from app.exports.service import ExportService
 from app.runtime import Runtime
+from app.webhooks.service import WebhookService
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -24,6 +25,10 @@ def get_csv(request: Request) -> CsvService:
     return get_runtime(request).csv
 
 
+def get_webhooks(request: Request) -> WebhookService:
+    return get_runtime(request).webhooks
+
+
 def get_client_id(
     request: Request,
     authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
@@ -37,3 +42,4 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ExportsDep = Annotated[ExportService, Depends(get_exports)]
 CsvDep = Annotated[CsvService, Depends(get_csv)]
 ClientId = Annotated[str, Depends(get_client_id)]
+WebhooksDep = Annotated[WebhookService, Depends(get_webhooks)]

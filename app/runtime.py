@@ -20,6 +20,10 @@ from app.exports.store import ExportStore
 from app.jobs import JobQueue
 from app.upstream.client import UpstreamClient
 from app.upstream.pacing import RequestPacer
+from app.webhooks.service import WebhookService
+from app.webhooks.signing import WebhookSigner
+from app.webhooks.ssrf import CallbackPolicy, guarded_client
+from app.webhooks.store import WebhookStore
 
 REDIS_TIMEOUT_SECONDS = 2.0
 
@@ -45,6 +49,7 @@ class Runtime:
     lifecycle: TaskLifecycle
     exports: ExportService
     notifier: Notifier | None
+    webhooks: WebhookService
     # CSV links are fetched by their own client: no upstream token, no redirects, no proxies.
     link_http: httpx.AsyncClient
     csv: CsvService
@@ -52,10 +57,15 @@ class Runtime:
     async def close(self) -> None:
         await self.link_http.aclose()
         await self.http.aclose()
+        await self.webhooks.client.aclose()
         await self.redis.aclose()
 
 
 def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
+    # Bad webhook settings stop the process here, before anything is opened (the errors name
+    # the setting, never a secret).
+    signer = WebhookSigner.from_settings(settings.webhook_secret, settings.webhook_secrets)
+    policy = CallbackPolicy.from_setting(settings.webhook_allowed_networks)
     redis = connect_redis(settings)
     http = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=10.0),
@@ -71,7 +81,16 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         pacer=RequestPacer(redis, settings.upstream_max_rps),
     )
     store = ExportStore(redis, record_ttl=settings.record_retention_seconds)
-    notifier: Notifier | None = None
+    webhooks = WebhookService(
+        store=WebhookStore(redis, record_ttl=settings.record_retention_seconds),
+        exports=store,
+        queue=queue,
+        signer=signer,
+        policy=policy,
+        client=guarded_client(policy),
+        retry_schedule=settings.webhook_retry_schedule,
+    )
+    notifier: Notifier | None = webhooks
     lifecycle = TaskLifecycle(
         settings=settings, store=store, queue=queue, upstream=upstream, notifier=notifier
     )
@@ -80,6 +99,7 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         lifecycle=lifecycle,
         notifier=notifier,
         poll_initial_seconds=settings.poll_initial_seconds,
+        callbacks=webhooks,
     )
     link_http = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=10.0),
@@ -89,5 +109,15 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
     )
     csv = CsvService(exports=exports, http=link_http)
     return Runtime(
-        settings, redis, http, upstream, store, lifecycle, exports, notifier, link_http, csv
+        settings,
+        redis,
+        http,
+        upstream,
+        store,
+        lifecycle,
+        exports,
+        notifier,
+        webhooks,
+        link_http,
+        csv,
     )

@@ -344,22 +344,30 @@ class TaskLifecycle:
 
     async def warn_expiring(self, task_id: str) -> None:
         """Send ``export.expiring`` once per task (a re-created or repeated job sends nothing
-        more), and never once the links are gone."""
+        more), and never once the links are gone. Followers are notified before ``warned_at``
+        is recorded, so a crash in between repeats the notice rather than losing it (the
+        notifier's event ids are per export and type: a repeat is recorded once)."""
         now = utcnow()
+        task = await self.store.get_task(task_id)
+        if task is None or not self._warning_due(task, now):
+            return
+        await self.notify_followers(task, "export.expiring")
 
-        def change(task: TaskRecord) -> TaskRecord | None:
-            if (
-                task.status != "completed"
-                or task.warned_at is not None
-                or task.expires_at is None
-                or task.expires_at <= now
-            ):
+        def change(current: TaskRecord) -> TaskRecord | None:
+            if current.warned_at is not None or current.status != "completed":
                 return None
-            return task.model_copy(update={"warned_at": now})
+            return current.model_copy(update={"warned_at": now})
 
-        update = await self.store.update_task(task_id, change)
-        if update.changed and update.after is not None:
-            await self.notify_followers(update.after, "export.expiring")
+        await self.store.update_task(task_id, change)
+
+    @staticmethod
+    def _warning_due(task: TaskRecord, now: datetime) -> bool:
+        return (
+            task.status == "completed"
+            and task.warned_at is None
+            and task.expires_at is not None
+            and now < task.expires_at
+        )
 
     async def expire(self, task_id: str) -> None:
         now = utcnow()

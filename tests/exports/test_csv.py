@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from tests.support import (
 
 BOM = b"\xef\xbb\xbf"
 FIELDS = ["event_type", "connection_data.page_title", "custom_data.notes"]
+NEVER = "event_type==__never__"  # the sandbox never finishes such a task
 CLI = ROOT / ".venv" / "bin" / "export-gateway"
 
 
@@ -54,6 +56,11 @@ def gateway(
 @pytest.fixture(autouse=True)
 def _fresh_sandbox(sandbox: httpx.Client) -> None:
     """Every test starts from the sandbox's startup configuration."""
+
+
+def unique_filter(*clauses: str) -> str:
+    """A query of the test's own: nothing coalesces with another test's export."""
+    return " and ".join([f"batch=={uuid.uuid4().hex[:8]}", *clauses])
 
 
 async def completed(api: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +102,7 @@ async def test_csv_of_a_three_file_export_is_the_files_joined_with_one_header(
 ) -> None:
     sandbox.post("/_sandbox/config", json=files).raise_for_status()
     async with gateway.client() as api:
-        done = await completed(api, {"fields": FIELDS, "filter": f"batch=={len(files)}"})
+        done = await completed(api, {"fields": FIELDS, "filter": unique_filter()})
         response = await api.get(f"/v1/exports/{done['id']}/csv")
     parts = [httpx.get(link).content for link in done["links"]]
     assert len(parts) == 3
@@ -118,7 +125,9 @@ async def test_csv_of_a_three_file_export_is_the_files_joined_with_one_header(
 
 async def test_csv_before_completion_is_409(gateway: Stack) -> None:
     async with gateway.client() as api:
-        created = await api.post("/v1/exports", json={"filter": "event_type==__never__"})
+        created = await api.post(
+            "/v1/exports", json={"filter": unique_filter("event_type==__never__")}
+        )
         response = await api.get(f"/v1/exports/{created.json()['id']}/csv")
     assert response.status_code == 409
     assert response.headers["content-type"] == "application/problem+json"
@@ -128,7 +137,7 @@ async def test_csv_before_completion_is_409(gateway: Stack) -> None:
 
 async def test_csv_of_another_clients_export_is_404(gateway: Stack) -> None:
     async with gateway.client("alice") as alice, gateway.client("bob") as bob:
-        done = await completed(alice, {"filter": "batch==404"})
+        done = await completed(alice, {"filter": unique_filter()})
         response = await bob.get(f"/v1/exports/{done['id']}/csv")
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
@@ -145,7 +154,7 @@ async def test_an_upstream_error_mid_download_ends_the_response_with_an_error(
     gateway: Stack, sandbox: httpx.Client
 ) -> None:
     async with gateway.client() as api:
-        done = await completed(api, {"filter": "batch==500"})
+        done = await completed(api, {"filter": unique_filter()})
         sandbox.post("/_sandbox/config", json={"csv_fault_after_bytes": 3000}).raise_for_status()
         received = bytearray()
         with pytest.raises(httpx.RemoteProtocolError):
@@ -158,7 +167,7 @@ async def test_rerun_makes_a_fresh_export_of_the_same_query_callback_and_metadat
     gateway: Stack,
 ) -> None:
     body = {
-        "filter": "created_time>=2020-10-10 and event_type==agreed",
+        "filter": unique_filter("created_time>=2020-10-10 and event_type==agreed"),
         "fields": ["connection_data.remote_address"],
         "site_id": 5193,
         "callback_url": "http://127.0.0.1:9/hooks/exports",  # loopback, nothing listens
@@ -180,7 +189,9 @@ async def test_rerun_makes_a_fresh_export_of_the_same_query_callback_and_metadat
 
 async def test_rerun_of_an_unfinished_export_is_409(gateway: Stack) -> None:
     async with gateway.client() as api:
-        created = await api.post("/v1/exports", json={"filter": "batch==__never__"})
+        created = await api.post(
+            "/v1/exports", json={"filter": unique_filter("event_type==__never__")}
+        )
         response = await api.post(f"/v1/exports/{created.json()['id']}/rerun")
     assert response.status_code == 409
     assert response.json()["export_status"] in ("queued", "running")
@@ -199,7 +210,7 @@ async def test_cli_download_writes_the_same_bytes_as_the_csv_route(
 ) -> None:
     sandbox.post("/_sandbox/config", json={"csv_bom": True, "csv_tricky_values": True})
     async with gateway.client() as api:
-        done = await completed(api, {"fields": FIELDS, "filter": "batch==7"})
+        done = await completed(api, {"fields": FIELDS, "filter": unique_filter()})
         expected = (await api.get(f"/v1/exports/{done['id']}/csv")).content
     target = tmp_path / "out.csv"
     result = cli(done["id"], "-o", str(target), url=gateway.api_url)
@@ -213,7 +224,9 @@ async def test_cli_download_of_an_unfinished_export_exits_1_with_the_problem(
     gateway: Stack, tmp_path: Path
 ) -> None:
     async with gateway.client() as api:
-        created = (await api.post("/v1/exports", json={"filter": "batch==__never__"})).json()
+        created = (
+            await api.post("/v1/exports", json={"filter": unique_filter("event_type==__never__")})
+        ).json()
     result = cli(created["id"], "-o", str(tmp_path / "x.csv"), url=gateway.api_url)
     assert result.returncode == 1
     assert "409" in result.stderr and "try again once it has completed" in result.stderr
@@ -224,7 +237,7 @@ async def test_cli_download_cut_short_exits_3_and_writes_nothing(
     gateway: Stack, sandbox: httpx.Client, tmp_path: Path
 ) -> None:
     async with gateway.client() as api:
-        done = await completed(api, {"filter": "batch==3"})
+        done = await completed(api, {"filter": unique_filter()})
     sandbox.post("/_sandbox/config", json={"csv_fault_after_bytes": 3000}).raise_for_status()
     result = cli(done["id"], "-o", str(tmp_path / "x.csv"), url=gateway.api_url)
     assert result.returncode == 3, result.stderr
@@ -293,7 +306,7 @@ async def test_links_are_fetched_without_credentials_and_redirects_are_not_follo
     try:
         sandbox.post("/_sandbox/config", json={"public_base_url": host.url}).raise_for_status()
         async with gateway.client() as api:
-            done = await completed(api, {"filter": "batch==8"})
+            done = await completed(api, {"filter": unique_filter()})
             assert all(link.startswith(host.url) for link in done["links"])
             merged = await api.get(f"/v1/exports/{done['id']}/csv")
             mode["redirect"] = True

@@ -1,5 +1,6 @@
 """The link window, for real, with a retention of a few seconds: links expire at ``expires_at``
-(status ``expired``, ``links`` empty, ``/csv`` 410 naming the rerun route), the view never shows
+(status ``expired``, ``links`` empty, ``/csv`` 410 naming the rerun route; ``export.expiring``
+then ``export.expired`` webhooks on time), the view never shows
 a link past ``expires_at`` even when the expire step is late, lost expiry steps are re-created
 from the completed-task index, and an expired export can be run again."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,13 +18,22 @@ import httpx
 import pytest
 import redis
 from redis.asyncio import Redis
+from standardwebhooks import Webhook
 
 from app import keys
 from app.config import Settings
 from app.exports.schemas import TaskRecord
 from app.localredis import LocalRedis
 from app.runtime import build_runtime
-from tests.support import SANDBOX_TOKEN, ServerThread, Stack, running_stack, wait_for
+from tests.support import (
+    SANDBOX_TOKEN,
+    WEBHOOK_SECRET,
+    ServerThread,
+    Stack,
+    running_stack,
+    wait_for,
+)
+from tests.webhooks.receiver import Receiver
 from worker.tasks import ArqJobQueue
 
 RETENTION = 4.0
@@ -78,6 +89,11 @@ async def _task(db: Redis, export_id: str) -> TaskRecord:
     return TaskRecord.model_validate_json(raw)
 
 
+def unique_filter(*clauses: str) -> str:
+    """A query of the test's own: nothing coalesces with another test's export."""
+    return " and ".join([f"batch=={uuid.uuid4().hex[:8]}", *clauses])
+
+
 async def _completed(api: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
     created = (await api.post("/v1/exports", json=body)).json()
     done = await wait_for(api, created["id"])
@@ -89,7 +105,7 @@ async def test_at_expires_at_the_export_is_expired_with_no_links_and_csv_410(
     gateway: Stack, store_redis: Redis
 ) -> None:
     async with gateway.client() as api:
-        done = await _completed(api, {"filter": "batch==1"})
+        done = await _completed(api, {"filter": unique_filter()})
         expires_at = _time(done["expires_at"])
         assert expires_at - _time(done["completed_at"]) == timedelta(seconds=RETENTION)
         task = await _task(store_redis, done["id"])
@@ -124,7 +140,7 @@ async def test_a_lost_expire_step_shows_no_stale_links_and_is_recreated_from_the
     gateway: Stack, redis_url_0: str, upstream_url: str, store_redis: Redis
 ) -> None:
     async with gateway.client() as api:
-        done = await _completed(api, {"filter": "batch==2"})
+        done = await _completed(api, {"filter": unique_filter()})
         task = await _task(store_redis, done["id"])
         # the queue loses the task's warn and expire jobs (a flush, an older snapshot)
         lost = [f"warn:{task.id}", f"expire:{task.id}"]
@@ -168,7 +184,7 @@ async def test_a_lost_expire_step_shows_no_stale_links_and_is_recreated_from_the
 
 async def test_an_expired_export_can_be_run_again(gateway: Stack) -> None:
     async with gateway.client() as api:
-        done = await _completed(api, {"filter": "batch==3", "metadata": {"ticket": "OPS-9"}})
+        done = await _completed(api, {"filter": unique_filter(), "metadata": {"ticket": "OPS-9"}})
         await wait_for(api, done["id"], ("expired",), timeout=RETENTION + 10)
         response = await api.post(f"/v1/exports/{done['id']}/rerun")
         assert response.status_code == 202
@@ -179,3 +195,43 @@ async def test_an_expired_export_can_be_run_again(gateway: Stack) -> None:
     assert len(again["links"]) == 3
     assert csv.status_code == 200
     assert csv.content.startswith(b"id,signer_id,created_time,")
+
+
+async def test_expiring_then_expired_webhooks_arrive_at_the_right_times(gateway: Stack) -> None:
+    receiver = Receiver().start()
+    path = "/hooks/expiry"
+    try:
+        async with gateway.client() as api:
+            done = await _completed(
+                api,
+                {
+                    "filter": unique_filter(),
+                    "callback_url": f"http://127.0.0.1:{receiver.port}{path}",
+                },
+            )
+            deadline = time.monotonic() + RETENTION + 15
+            while len(receiver.requests(path)) < 3:
+                assert time.monotonic() < deadline, receiver.requests(path)
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)  # nothing more should follow
+    finally:
+        receiver.stop()
+    got = receiver.requests(path)
+    bodies = [json.loads(r.body) for r in got]
+    assert [b["type"] for b in bodies] == ["export.completed", "export.expiring", "export.expired"]
+    verifier = Webhook(WEBHOOK_SECRET)
+    for request in got:
+        verifier.verify(request.body, request.headers)
+    expires_at = _time(done["expires_at"])
+    to_wall = time.time() - time.monotonic()
+    arrived = [datetime.fromtimestamp(r.at + to_wall, UTC) for r in got]
+    early = timedelta(seconds=0.1)
+    assert arrived[0] < arrived[1] < arrived[2]
+    assert arrived[1] >= expires_at - timedelta(seconds=WARNING) - early
+    assert _time(bodies[1]["timestamp"]) < expires_at  # warned while the links still worked
+    assert bodies[1]["data"]["status"] == "completed"
+    assert bodies[1]["data"]["links"] == done["links"]
+    assert arrived[2] >= expires_at - early
+    assert _time(bodies[2]["timestamp"]) >= expires_at - early
+    assert bodies[2]["data"]["status"] == "expired" and bodies[2]["data"]["links"] == []
+    assert all(b["data"]["id"] == done["id"] for b in bodies)
