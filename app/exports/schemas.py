@@ -219,3 +219,12 @@ class Export(BaseModel):
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+
+class ExportPage(BaseModel):
+    """One page of ``GET /v1/exports``, newest first."""
+
+    data: list[Export]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null when there are no more."
+    )
