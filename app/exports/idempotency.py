@@ -21,6 +21,7 @@ parsed request, so member order and whitespace do not make two requests differen
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
@@ -144,5 +145,8 @@ class IdempotencyKeys:
         )
 
     async def _release_quietly(self, redis_key: str, marker: str) -> None:
-        with suppress(RedisError, OSError):  # else the marker expires on its own
-            await self._release(keys=[redis_key], args=[marker])
+        # Bounded: when Redis is in trouble the caller should hear so now; the marker then
+        # expires on its own.
+        with suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(1):
+                await self._release(keys=[redis_key], args=[marker])

@@ -20,7 +20,8 @@ NEVER = {"filter": "event_type==agreed and batch==__never__"}
 def _upstream_task(sandbox: httpx.Client, filter: str) -> dict[str, Any]:
     tasks = [t for t in sandbox.get("/_sandbox/stats").json()["tasks"] if t["filter"] == filter]
     assert len(tasks) == 1, tasks
-    return tasks[0]
+    task: dict[str, Any] = tasks[0]
+    return task
 
 
 async def test_canceling_a_running_export_stops_its_polling_and_frees_its_upstream_slot(
