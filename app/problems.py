@@ -132,12 +132,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        error = GatewayError(str(exc.detail), headers=dict(exc.headers or {}))
-        response = render(error, request)
+        detail = str(exc.detail)
+        # FastAPI's own 400: a body it could not read as JSON text (e.g. not UTF-8).
+        errors = [MemberProblem("body", detail)] if exc.status_code == 400 else None
+        error = GatewayError(detail, errors=errors)
         body = error.problem(instance=request.url.path)
         body.update(status=exc.status_code, title=_title(exc.status_code))
         body["type"] = f"https://export-gateway.internal/problems/http-{exc.status_code}"
-        return JSONResponse(body, exc.status_code, response.headers, media_type=PROBLEM_JSON)
+        headers = dict(exc.headers or {})  # e.g. Allow on a 405
+        return JSONResponse(body, exc.status_code, headers, media_type=PROBLEM_JSON)
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)

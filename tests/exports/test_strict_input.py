@@ -148,6 +148,18 @@ async def test_invalid_json_is_400(api: Stack, store: Redis) -> None:
     await _nothing_stored(store)
 
 
+async def test_a_body_that_is_not_utf8_text_is_400(api: Stack, store: Redis) -> None:
+    async with api.client() as client:
+        response = await client.post(
+            "/v1/exports",
+            content=b'{"filter": "\xff"}',
+            headers={"Content-Type": "application/json"},
+        )
+    assert int(response.headers["content-length"]) == len(response.content)
+    _problem(response, 400, ["body"])
+    await _nothing_stored(store)
+
+
 @pytest.mark.parametrize("body", [b"[]", b'"text"', b"42", b"null"])
 async def test_json_that_is_not_an_object_is_422(api: Stack, store: Redis, body: bytes) -> None:
     async with api.client() as client:
