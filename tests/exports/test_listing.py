@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -84,11 +85,14 @@ async def test_walking_pages_while_exports_are_created_repeats_none_and_skips_no
             cursor = page["next_cursor"]
             if cursor is None:
                 break
-            await asyncio.sleep(0.05)  # let the creator get some in between pages
+            # let at least one more export be created between any two pages
+            target, deadline = len(added) + 1, time.monotonic() + 20
+            while len(added) < target and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
         stop.set()
         await creator
     ids = [e["id"] for e in walked]
-    assert len(added) >= 3, "the walk should have raced some inserts"
+    assert len(added) >= 6, "the walk should have raced some inserts"
     assert len(ids) == len(set(ids)), "an export was listed twice"
     assert before <= set(ids), "an export that existed before the walk was skipped"
     positions = [_position(e) for e in walked]
