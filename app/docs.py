@@ -59,10 +59,18 @@ def _problem_example(status: int) -> dict[str, Any]:
 
 
 def finish_openapi(spec: dict[str, Any]) -> dict[str, Any]:
-    """Every 4xx/5xx response becomes a problem+json Problem with an example."""
-    for operations in spec.get("paths", {}).values():
+    """Every 4xx/5xx response becomes a problem+json Problem with an example; every route
+    that needs a key documents 401, and every ``/v1`` route 503 (Redis unreachable)."""
+    for path, operations in spec.get("paths", {}).items():
         for operation in operations.values():
-            for code, response in operation.get("responses", {}).items():
+            responses = operation.setdefault("responses", {})
+            if operation.get("security"):
+                responses.setdefault("401", {"description": "Missing or wrong API key"})
+            if path.startswith("/v1/"):
+                responses.setdefault(
+                    "503", {"description": "Redis unreachable; retry after `Retry-After` seconds"}
+                )
+            for code, response in responses.items():
                 if code[0] in "45":
                     response["content"] = {
                         PROBLEM_JSON: {
