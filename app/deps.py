@@ -11,6 +11,7 @@ from app.exports.idempotency import IdempotencyKeys
 from app.exports.service import ExportService
 from app.ratelimit import ClientRateLimiter
 from app.runtime import Runtime
+from app.webhooks.service import WebhookService
 
 # Declares the bearer scheme in the OpenAPI document (and the Authorize button in /docs);
 # the key itself is checked by ApiKeys, which answers 401 problems.
@@ -26,6 +27,10 @@ def get_exports(request: Request) -> ExportService:
     return get_runtime(request).exports
 
 
+def get_webhooks(request: Request) -> WebhookService:
+    return get_runtime(request).webhooks
+
+
 def get_client_id(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
@@ -38,6 +43,7 @@ def get_client_id(
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ExportsDep = Annotated[ExportService, Depends(get_exports)]
 ClientId = Annotated[str, Depends(get_client_id)]
+WebhooksDep = Annotated[WebhookService, Depends(get_webhooks)]
 
 
 def get_idempotency_keys(runtime: RuntimeDep) -> IdempotencyKeys:

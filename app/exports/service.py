@@ -12,6 +12,7 @@ import json
 import re
 import secrets
 from datetime import timedelta
+from typing import Protocol
 
 from app.clock import utcnow
 from app.errors import Conflict, NotFound, invalid
@@ -46,6 +47,12 @@ def fingerprint(filter: str | None, fields: list[str] | None, site_id: int | Non
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
+class CallbackCheck(Protocol):
+    async def check_callback(self, client_id: str, url: str) -> None:
+        """Raise a 422 naming ``callback_url`` when the gateway would not call ``url``."""
+        ...
+
+
 class ExportService:
     def __init__(
         self,
@@ -54,11 +61,13 @@ class ExportService:
         lifecycle: TaskLifecycle,
         notifier: Notifier | None,
         poll_initial_seconds: float,
+        callbacks: CallbackCheck | None = None,
     ) -> None:
         self.store = store
         self.lifecycle = lifecycle
         self.notifier = notifier
         self.poll_initial_seconds = poll_initial_seconds
+        self.callbacks = callbacks
 
     async def submit(self, client_id: str, request: ExportRequest) -> Export:
         try:
@@ -66,6 +75,8 @@ class ExportService:
         except FilterSyntaxError as exc:
             raise invalid("filter", str(exc)) from None
         fields = normalise_fields(request.fields)
+        if request.callback_url is not None and self.callbacks is not None:
+            await self.callbacks.check_callback(client_id, request.callback_url)
         now = utcnow()
         task = TaskRecord(
             id=new_task_id(),
