@@ -35,8 +35,9 @@ async def _walk(api: httpx.AsyncClient, limit: int, **params: str) -> list[dict[
     raise AssertionError("the walk did not end")
 
 
-def _position(export: dict[str, Any]) -> tuple[str, str]:
-    return export["created_at"], export["id"]
+def _position(export: dict[str, Any]) -> tuple[datetime, str]:
+    # parsed: "…:05Z" (a whole second) sorts after "…:05.088Z" as text
+    return datetime.fromisoformat(export["created_at"].replace("Z", "+00:00")), export["id"]
 
 
 async def test_listing_shows_only_the_callers_exports_newest_first(stack: Stack) -> None:
