@@ -30,6 +30,12 @@ def _routes(export_id: str) -> dict[str, Call]:
         "GET /v1/exports": lambda api: api.get("/v1/exports"),
         "GET /v1/exports/{id}": lambda api: api.get(f"/v1/exports/{export_id}"),
         "DELETE /v1/exports/{id}": lambda api: api.delete(f"/v1/exports/{export_id}"),
+        "GET /v1/exports/{id}/deliveries": lambda api: api.get(
+            f"/v1/exports/{export_id}/deliveries"
+        ),
+        "POST /v1/exports/{id}/redeliver": lambda api: api.post(
+            f"/v1/exports/{export_id}/redeliver"
+        ),
         "GET /readyz": lambda api: api.get("/readyz"),
     }
 
