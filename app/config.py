@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     queue_poll_seconds: float = Field(0.5, gt=0)
     sweep_grace_seconds: float = Field(60, gt=0)
     log_level: str = "INFO"
+    client_rate_limit_per_minute: int = Field(0, ge=0)
 
     _split_lists = field_validator(
         "api_keys",

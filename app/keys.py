@@ -15,6 +15,7 @@ All keys start with ``gw:`` so that an operator can tell them from arq's own ``a
     gw:upstream:requests           ZSET   recent upstream request times (sliding-window limiter)
     gw:fields:{site_id}            JSON   cached export fields of a site
     gw:idem:{client_id}:{digest}   JSON   an Idempotency-Key's stored answer
+    gw:ratelimit:{client_id}       ZSET   the client's recent POST /v1/exports (sliding window)
     gw:event:{event_id}            JSON   one webhook event and its delivery state
     gw:export:{export_id}:events   LIST   event ids of an export, oldest first
     gw:export:{export_id}:attempts LIST   JSON delivery attempts of an export, oldest first
@@ -66,6 +67,10 @@ def site_fields(site_id: int) -> str:
 
 def idempotency(client_id: str, digest: str) -> str:
     return f"{PREFIX}idem:{client_id}:{digest}"
+
+
+def client_rate_window(client_id: str) -> str:
+    return f"{PREFIX}ratelimit:{client_id}"
 
 
 def event(event_id: str) -> str:

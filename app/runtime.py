@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import httpx
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from app.config import Settings
 from app.exports.csv import CsvService
@@ -28,14 +28,28 @@ from app.webhooks.store import WebhookStore
 REDIS_TIMEOUT_SECONDS = 2.0
 
 
-def connect_redis(settings: Settings) -> Redis:
-    redis: Redis = Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
+REDIS_MAX_CONNECTIONS = 200
+
+
+def redis_pool(url: str, **options: object) -> BlockingConnectionPool:
+    """A pool whose every wait is bounded by ``REDIS_TIMEOUT_SECONDS``: connecting, each
+    reply, and waiting for a free connection. (The default pool connects new connections
+    one at a time under a lock, so against a frozen Redis concurrent requests queued for
+    2 s each; this one connects outside its lock.)"""
+    pool: BlockingConnectionPool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=REDIS_MAX_CONNECTIONS,
+        timeout=REDIS_TIMEOUT_SECONDS,
         socket_timeout=REDIS_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-        health_check_interval=15,
+        **options,
     )
+    return pool
+
+
+def connect_redis(settings: Settings) -> Redis:
+    pool = redis_pool(settings.redis_url, decode_responses=True, health_check_interval=15)
+    redis: Redis = Redis.from_pool(pool)
     return redis
 
 

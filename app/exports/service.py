@@ -16,11 +16,14 @@ from typing import Protocol
 
 from app.clock import utcnow
 from app.errors import Conflict, NotFound, invalid
+from app.exports import listing
 from app.exports.lifecycle import Notifier, TaskLifecycle
 from app.exports.schemas import (
     Export,
+    ExportPage,
     ExportRecord,
     ExportRequest,
+    ExportStatus,
     TaskRecord,
     normalise_fields,
 )
@@ -140,6 +143,34 @@ class ExportService:
             metadata=record.metadata,
         )
         return await self.submit(client_id, request)
+
+    async def page(
+        self, client_id: str, *, status: ExportStatus | None, limit: int, cursor: str | None
+    ) -> ExportPage:
+        """The client's exports, newest first, one page at a time (see ``listing``)."""
+        return await listing.list_exports(
+            self.store, client_id, status=status, limit=limit, cursor=cursor
+        )
+
+    async def cancel(self, client_id: str, export_id: str) -> Export:
+        """Cancel an unfinished export. Its task stops (and frees its upstream slot) only when
+        no other export follows it; otherwise it carries on serving them."""
+        await self._load(client_id, export_id)
+        outcome, record, task = await self.store.cancel_export(
+            export_id, utcnow(), lambda r, t: Export.of(r, t).finished
+        )
+        if outcome == "missing" or record is None or task is None:
+            raise NotFound(f"no export {export_id!r}")
+        export = Export.of(record, task)
+        if outcome == "finished":
+            raise Conflict(
+                f"export {export_id!r} is already {export.status}; only a queued or running "
+                "export can be canceled",
+                extra={"export_status": export.status},
+            )
+        if task.status == "canceled":  # nobody else followed it: its slot is free again
+            await self.lifecycle.dispatch()
+        return export
 
     async def _load(self, client_id: str, export_id: str) -> tuple[ExportRecord, TaskRecord]:
         if not EXPORT_ID.match(export_id):
