@@ -21,6 +21,7 @@ from app.upstream.client import UpstreamClient
 from app.upstream.pacing import RequestPacer
 
 REDIS_TIMEOUT_SECONDS = 2.0
+UPSTREAM_CONNECT_SECONDS = 10.0
 
 
 def connect_redis(settings: Settings) -> Redis:
@@ -53,7 +54,7 @@ class Runtime:
 def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
     redis = connect_redis(settings)
     http = httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=10.0),
+        timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=UPSTREAM_CONNECT_SECONDS),
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         follow_redirects=False,
         trust_env=False,
@@ -63,7 +64,12 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         http,
         base_url=settings.upstream_base_url,
         token=token,
-        pacer=RequestPacer(redis, settings.upstream_max_rps),
+        pacer=RequestPacer(
+            redis,
+            settings.upstream_max_rps,
+            # an upper bound on one request's life: connect, then the per-phase timeouts
+            hold_seconds=UPSTREAM_CONNECT_SECONDS + 2 * settings.upstream_timeout_seconds,
+        ),
     )
     store = ExportStore(redis, record_ttl=settings.record_retention_seconds)
     notifier: Notifier | None = None
