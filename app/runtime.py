@@ -17,6 +17,8 @@ from app.exports.lifecycle import Notifier, TaskLifecycle
 from app.exports.service import ExportService
 from app.exports.store import ExportStore
 from app.jobs import JobQueue
+from app.upstream.activity import ActivityService
+from app.upstream.catalog import FieldCatalog
 from app.upstream.client import UpstreamClient
 from app.upstream.pacing import RequestPacer
 
@@ -45,8 +47,11 @@ class Runtime:
     lifecycle: TaskLifecycle
     exports: ExportService
     notifier: Notifier | None
+    catalog: FieldCatalog
+    activity: ActivityService
 
     async def close(self) -> None:
+        await self.catalog.close()
         await self.http.aclose()
         await self.redis.aclose()
 
@@ -76,10 +81,21 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
     lifecycle = TaskLifecycle(
         settings=settings, store=store, queue=queue, upstream=upstream, notifier=notifier
     )
+    catalog = FieldCatalog(
+        redis,
+        upstream,
+        fresh_seconds=settings.fields_cache_seconds,
+        stale_seconds=settings.fields_stale_seconds,
+        wait_seconds=settings.upstream_timeout_seconds,
+    )
+    activity = ActivityService(upstream, wait_seconds=settings.upstream_timeout_seconds)
     exports = ExportService(
         store=store,
         lifecycle=lifecycle,
         notifier=notifier,
         poll_initial_seconds=settings.poll_initial_seconds,
+        catalog=catalog,
     )
-    return Runtime(settings, redis, http, upstream, store, lifecycle, exports, notifier)
+    return Runtime(
+        settings, redis, http, upstream, store, lifecycle, exports, notifier, catalog, activity
+    )

@@ -5,7 +5,6 @@ fail the export at once with a clear code and a message that never holds the tok
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -13,10 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 from redis.asyncio import Redis
 
-from app.localredis import LocalRedis
 from app.upstream.client import UpstreamClient, parse_retry_after
 from app.upstream.errors import (
     PermanentUpstreamError,
@@ -29,10 +26,14 @@ from app.upstream.errors import (
     UpstreamUnauthorized,
 )
 from app.upstream.pacing import RequestPacer
-from tests.support import SANDBOX_TOKEN, ServerThread, Stack, running_stack, wait_for
+from tests.support import SANDBOX_TOKEN, Stack, running_stack, wait_for
 
 EXPORT = {"filter": "event_type==agreed", "fields": ["event_type"], "site_id": 5193}
-STRICT_DB = 0  # the suite's per-test databases are 1-15
+# The shared stack retries little and gives tasks little time, so failures come quickly.
+SHARED_STACK_ENV = {
+    "GATEWAY_UPSTREAM_MAX_RETRIES": "2",
+    "GATEWAY_UPSTREAM_TASK_MAX_AGE_SECONDS": "1.5",
+}
 
 
 def configure(sandbox: httpx.Client, **patch: Any) -> None:
@@ -48,25 +49,6 @@ async def submit_and_wait(stack: Stack, bodies: list[dict[str, Any]]) -> list[di
     async with stack.client() as api:
         created = [(await api.post("/v1/exports", json=body)).json() for body in bodies]
         return list(await asyncio.gather(*(wait_for(api, c["id"], timeout=60) for c in created)))
-
-
-@pytest.fixture(scope="module")
-def strict_stack(
-    redis_server: LocalRedis, sandbox_server: ServerThread, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    """Few retries and a short maximum task age, so failures come quickly. One stack serves the
-    module (starting one costs seconds) on a database of its own; each test uses its own query,
-    so no test's task is shared with another's."""
-    with redis.Redis(port=redis_server.port, db=STRICT_DB) as control:
-        control.flushdb()
-    with running_stack(
-        f"redis://127.0.0.1:{redis_server.port}/{STRICT_DB}",
-        f"{sandbox_server.url}/v1.1",
-        tmp_path_factory.mktemp("strict"),
-        GATEWAY_UPSTREAM_MAX_RETRIES="2",
-        GATEWAY_UPSTREAM_TASK_MAX_AGE_SECONDS="1.5",
-    ) as stack:
-        yield stack
 
 
 # -- end to end ---------------------------------------------------------------------------------
@@ -110,18 +92,18 @@ async def test_a_wrong_upstream_token_fails_fast_without_a_retry_storm(
 
 
 async def test_a_forbidden_site_fails_with_upstream_unauthorized(
-    strict_stack: Stack, sandbox: httpx.Client
+    shared_stack: Stack, sandbox: httpx.Client
 ) -> None:
-    (done,) = await submit_and_wait(strict_stack, [{"filter": "batch==1", "site_id": 403}])
+    (done,) = await submit_and_wait(shared_stack, [{"filter": "batch==1", "site_id": 403}])
     assert done["status"] == "failed"
     assert done["error"]["code"] == "upstream_unauthorized"
     assert stats(sandbox)["api_requests_total"] == 1
 
 
 async def test_a_filter_upstream_refuses_fails_with_upstream_rejected(
-    strict_stack: Stack, sandbox: httpx.Client
+    shared_stack: Stack, sandbox: httpx.Client
 ) -> None:
-    (done,) = await submit_and_wait(strict_stack, [{"filter": "event_type==__reject__"}])
+    (done,) = await submit_and_wait(shared_stack, [{"filter": "event_type==__reject__"}])
     assert done["status"] == "failed"
     assert done["error"]["code"] == "upstream_rejected"
     assert "400" in done["error"]["message"]
@@ -129,20 +111,20 @@ async def test_a_filter_upstream_refuses_fails_with_upstream_rejected(
 
 
 async def test_a_task_running_past_the_maximum_age_fails_with_upstream_timeout(
-    strict_stack: Stack, sandbox: httpx.Client
+    shared_stack: Stack, sandbox: httpx.Client
 ) -> None:
     configure(sandbox, never_finish=True)
-    (done,) = await submit_and_wait(strict_stack, [{"filter": "batch==2"}])
+    (done,) = await submit_and_wait(shared_stack, [{"filter": "batch==2"}])
     assert done["status"] == "failed"
     assert done["error"]["code"] == "upstream_timeout"
     assert done["upstream_status"] == "running"
 
 
 async def test_retries_are_bounded_in_count_then_fail_with_upstream_unavailable(
-    strict_stack: Stack, sandbox: httpx.Client
+    shared_stack: Stack, sandbox: httpx.Client
 ) -> None:
     configure(sandbox, fail_rate_503=1.0, retry_after_seconds=0.1)
-    (done,) = await submit_and_wait(strict_stack, [{"filter": "batch==3"}])
+    (done,) = await submit_and_wait(shared_stack, [{"filter": "batch==3"}])
     assert done["status"] == "failed"
     assert done["error"]["code"] == "upstream_unavailable"
     assert "503" in done["error"]["message"]
