@@ -28,6 +28,7 @@ from app.upstream.catalog import FieldCatalog
 from app.upstream.filters import FilterSyntaxError, normalise_filter
 
 EXPORT_ID = re.compile(r"^exp_[A-Za-z0-9_-]{22}$")
+MAX_AGE_SECONDS = 10 * 365 * 86400
 
 
 def new_export_id() -> str:
@@ -89,7 +90,8 @@ class ExportService:
             fields_verified=fields_verified,
             created_at=now,
         )
-        oldest = now - timedelta(seconds=request.max_age_seconds)
+        # Any age past the links' retention means "any": cap it so that the date stays valid.
+        oldest = now - timedelta(seconds=min(request.max_age_seconds, MAX_AGE_SECONDS))
 
         def reusable(done: TaskRecord) -> bool:
             return (
