@@ -125,12 +125,15 @@ class FieldCatalog:
             raise _refused(site_id, exc) from None
         except (TransientUpstreamError, _Unanswered):
             return False
+        hint = f"(GET /v1/fields?site_id={site_id} lists them)"
         problems = [
-            MemberProblem(f"fields[{index}]", f"{name.strip()!r} is not an export field of site "
-                          f"{site_id} (GET /v1/fields?site_id={site_id} lists them)")
+            MemberProblem(
+                f"fields[{index}]",
+                f"{name.strip()!r} is not an export field of site {site_id} {hint}",
+            )
             for index, name in enumerate(fields)
             if not known.knows(name.strip())
-        ]  # fmt: skip
+        ]
         if problems:
             summary = "; ".join(f"{p.member}: {p.detail}" for p in problems)
             raise InvalidRequest(summary, errors=problems)

@@ -203,3 +203,18 @@ async def test_an_export_for_a_site_the_token_cannot_reach_answers_422_naming_si
     assert response.status_code == 422
     assert [e["member"] for e in response.json()["errors"]] == ["site_id"]
     assert await shared_redis.zcard(CLIENT_EXPORTS) == before
+
+
+async def test_with_a_token_upstream_refuses_fields_answer_502_and_exports_go_unchecked(
+    redis_url: str, upstream_url: str, sandbox: httpx.Client, tmp_path: Path
+) -> None:
+    wrong = "wrong-token-77c1"
+    with running_stack(redis_url, upstream_url, tmp_path, GATEWAY_UPSTREAM_TOKEN=wrong) as stack:
+        async with stack.client() as api:
+            fields = await api.get("/v1/fields", params={"site_id": 5193})
+            export = await api.post("/v1/exports", json={"site_id": 5193, "fields": ["plan"]})
+    assert fields.status_code == 502
+    assert fields.headers["content-type"] == "application/problem+json"
+    assert wrong not in fields.text
+    # the export itself then fails upstream_unauthorized, which says exactly what is wrong
+    assert export.status_code == 202 and export.json()["fields_verified"] is False
