@@ -18,6 +18,7 @@ from app.exports.routes import router as exports_router
 from app.health import router as health_router
 from app.runtime import build_runtime
 from app.upstream.routes import router as upstream_router
+from app.webhooks.routes import router as webhooks_router
 from worker.tasks import ArqJobQueue
 
 
@@ -44,6 +45,7 @@ def create_app() -> FastAPI:
     )
     problems.install(app)
     app.include_router(exports_router)
+    app.include_router(webhooks_router)
     app.include_router(health_router)
     app.include_router(upstream_router)
     return app
