@@ -17,6 +17,9 @@ What upstream answers decides what the caller is told (``app.errors``):
     403 (the token lacks the site)         422 naming site_id: not accessible with the token
     404 / other 4xx                         422 naming site_id
     429 / 5xx / network / timeout           GET /v1/fields: 503; a submission: accepted unchecked
+
+``GET /v1/fields`` waits up to GATEWAY_UPSTREAM_TIMEOUT_SECONDS for a missing entry, a
+submission at most ``SUBMISSION_WAIT_SECONDS``.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 WAIT_STEP_SECONDS = 0.05
+# A submission does not wait longer than this for a cold site's fields: it goes ahead unchecked.
+SUBMISSION_WAIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +121,7 @@ class FieldCatalog:
         fields could not be learned (upstream unreachable or refusing the gateway's token).
         Unknown fields answer 422 naming each ``fields[i]``."""
         try:
-            known = await self._get(site_id)
+            known = await self._get(site_id, min(self.wait_seconds, SUBMISSION_WAIT_SECONDS))
         except UpstreamUnauthorized as exc:
             if exc.status_code == 403:
                 raise _inaccessible(site_id) from None
@@ -146,14 +151,14 @@ class FieldCatalog:
 
     # -- cache -----------------------------------------------------------------------------
 
-    async def _get(self, site_id: int) -> SiteFields:
+    async def _get(self, site_id: int, wait_seconds: float | None = None) -> SiteFields:
         cached = await self._read(site_id)
         if cached is not None:
             if time.time() - cached.fetched_at >= self.fresh_seconds:
                 self._refresh_in_background(site_id)
             return cached
         try:
-            async with asyncio.timeout(self.wait_seconds):
+            async with asyncio.timeout(wait_seconds or self.wait_seconds):
                 return await self._fetch_once(site_id)
         except TimeoutError:
             raise _Unanswered() from None

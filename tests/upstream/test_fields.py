@@ -218,3 +218,14 @@ async def test_with_a_token_upstream_refuses_fields_answer_502_and_exports_go_un
     assert wrong not in fields.text
     # the export itself then fails upstream_unauthorized, which says exactly what is wrong
     assert export.status_code == 202 and export.json()["fields_verified"] is False
+
+
+async def test_a_submission_waits_for_a_slow_upstreams_fields_a_bounded_time_then_goes_unchecked(
+    shared_stack: Stack, sandbox: httpx.Client
+) -> None:
+    configure(sandbox, slow_rate=1.0, slow_seconds=8.0)
+    async with shared_stack.client() as api:
+        response = await api.post("/v1/exports", json={"site_id": 5080, "fields": ["event_type"]})
+    configure(sandbox, slow_rate=0.0)
+    assert response.status_code == 202
+    assert response.json()["fields_verified"] is False

@@ -76,7 +76,7 @@ def api(stack: Stack) -> httpx.Client:
     )
 
 
-def test_random_filters_never_answer_5xx(shared_stack: Stack) -> None:
+def test_random_filters_never_answer_5xx(shared_stack: Stack, sandbox: httpx.Client) -> None:
     with api(shared_stack) as client:
 
         @FUZZ
@@ -92,7 +92,7 @@ def test_random_filters_never_answer_5xx(shared_stack: Stack) -> None:
         check()
 
 
-def test_random_json_bodies_never_answer_5xx(shared_stack: Stack) -> None:
+def test_random_json_bodies_never_answer_5xx(shared_stack: Stack, sandbox: httpx.Client) -> None:
     with api(shared_stack) as client:
 
         @FUZZ
@@ -106,5 +106,19 @@ def test_random_json_bodies_never_answer_5xx(shared_stack: Stack) -> None:
             assert 200 <= response.status_code < 500, (body, response.status_code, response.text)
             if response.status_code >= 400:
                 assert response.headers["content-type"] == "application/problem+json"
+
+        check()
+
+
+def test_random_site_ids_for_fields_never_answer_5xx(
+    shared_stack: Stack, sandbox: httpx.Client
+) -> None:
+    with api(shared_stack) as client:
+
+        @settings(FUZZ, max_examples=50)
+        @given(site_id=st.one_of(st.text(max_size=25), st.integers(), BIG.map(str)))
+        def check(site_id: Any) -> None:
+            response = client.get("/v1/fields", params={"site_id": site_id})
+            assert response.status_code in (200, 422), (site_id, response.text)
 
         check()
