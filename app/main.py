@@ -19,6 +19,7 @@ from app.exports.routes import router as exports_router
 from app.health import router as health_router
 from app.requestbody import RequestBodyGuard
 from app.runtime import build_runtime
+from app.upstream.routes import router as upstream_router
 from app.webhooks.routes import router as webhooks_router
 from worker.tasks import ArqJobQueue
 
@@ -53,6 +54,7 @@ def create_app() -> FastAPI:
     app.include_router(export_links_router)
     app.include_router(webhooks_router)
     app.include_router(health_router)
+    app.include_router(upstream_router)
     return app
 
 

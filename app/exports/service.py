@@ -28,6 +28,7 @@ from app.exports.schemas import (
     normalise_fields,
 )
 from app.exports.store import ExportStore
+from app.upstream.catalog import FieldCatalog
 from app.upstream.filters import FilterSyntaxError, normalise_filter
 
 EXPORT_ID = re.compile(r"^exp_[A-Za-z0-9_-]{22}$")
@@ -62,8 +63,10 @@ class ExportService:
         notifier: Notifier | None,
         poll_initial_seconds: float,
         callbacks: CallbackCheck | None = None,
+        catalog: FieldCatalog | None = None,
     ) -> None:
         self.store = store
+        self.catalog = catalog
         self.lifecycle = lifecycle
         self.notifier = notifier
         self.poll_initial_seconds = poll_initial_seconds
@@ -77,6 +80,7 @@ class ExportService:
         fields = normalise_fields(request.fields)
         if request.callback_url is not None and self.callbacks is not None:
             await self.callbacks.check_callback(client_id, request.callback_url)
+        fields_verified = await self._verify_fields(request)
         now = utcnow()
         task = TaskRecord(
             id=new_task_id(),
@@ -96,8 +100,10 @@ class ExportService:
             callback_url=request.callback_url,
             metadata=request.metadata,
             coalesced=False,
+            fields_verified=fields_verified,
             created_at=now,
         )
+        # Any age past the links' retention means "any": cap it so that the date stays valid.
         oldest = now - timedelta(seconds=request.max_age_seconds)
 
         def reusable(done: TaskRecord) -> bool:
@@ -117,6 +123,14 @@ class ExportService:
             if submitted.task.warned_at is not None:  # reused after its warning went out
                 await self.notifier.publish(submitted.export, export, "export.expiring")
         return export
+
+    async def _verify_fields(self, request: ExportRequest) -> bool | None:
+        """None: nothing to check (no site or no fields); True: checked against the site's
+        fields; False: upstream could not tell us the site's fields, so the export goes ahead
+        unchecked. Unknown fields answer 422 naming each (``FieldCatalog.verify``)."""
+        if self.catalog is None or request.site_id is None or not request.fields:
+            return None
+        return await self.catalog.verify(request.site_id, request.fields)
 
     async def get(self, client_id: str, export_id: str) -> tuple[Export, int | None]:
         """The export, and while it is unfinished, how many seconds to wait before asking
