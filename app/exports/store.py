@@ -133,6 +133,31 @@ class ExportStore:
         raws = await self.redis.mget([keys.export(e) for e in export_ids])
         return [ExportRecord.model_validate_json(r) if r else None for r in raws]
 
+    async def client_exports_before(
+        self, client_id: str, before: tuple[int, str] | None, count: int
+    ) -> list[tuple[str, int]]:
+        """Up to ``count`` of the client's (export id, creation ms), newest first, strictly
+        after the position ``before`` in that order (ms descending, then id descending: the
+        order Redis gives equal scores in reverse). New exports are newer than any position
+        already handed out, so they never shift what comes after it."""
+        key = keys.client_exports(client_id)
+        high: float | str = "+inf" if before is None else before[0]
+        found: list[tuple[str, int]] = []
+        offset = 0
+        while len(found) < count:
+            chunk = await self.redis.zrevrangebyscore(
+                key, high, "-inf", start=offset, num=count, withscores=True
+            )
+            for member, score in chunk:
+                ms = int(score)
+                # Equal scores at the cursor's millisecond: only ids that sort below it.
+                if before is None or ms < before[0] or member < before[1]:
+                    found.append((member, ms))
+            if len(chunk) < count:
+                break
+            offset += len(chunk)
+        return found[:count]
+
     async def task_export_ids(self, task_id: str) -> list[str]:
         members: set[str] = await self.redis.smembers(keys.task_exports(task_id))  # type: ignore[misc]
         return sorted(members)
@@ -253,6 +278,7 @@ class ExportStore:
             pipe.set(task_key, updated.model_dump_json(), ex=self._ttl)
             if releasing:
                 self._queue_release(pipe, updated, still_inflight)
+            self._queue_completed_index(pipe, current, updated)
             return TaskUpdate(current, updated)
 
         result: TaskUpdate = await self.redis.transaction(attempt, value_from_callable=True)
@@ -266,6 +292,30 @@ class ExportStore:
         pipe.zrem(keys.OPEN_TASKS, task.id)
         pipe.zrem(keys.UPSTREAM_WAITING, task.id)
         pipe.zrem(keys.UPSTREAM_ACTIVE, task.id)
+
+    @staticmethod
+    def _queue_completed_index(pipe: Pipeline, before: TaskRecord, after: TaskRecord) -> None:
+        """Keep ``gw:tasks:completed`` (completed, unexpired tasks by ``expires_at``) in step
+        with the task, in the transaction that changes it."""
+        if after.status == "completed" and after.expires_at is not None:
+            if before.status != "completed" or before.expires_at != after.expires_at:
+                pipe.zadd(keys.COMPLETED_TASKS, {after.id: _ms(after.expires_at)})
+        elif before.status == "completed":
+            pipe.zrem(keys.COMPLETED_TASKS, after.id)
+
+    async def completed_tasks_due(self, before: datetime, limit: int = 1000) -> list[str]:
+        """Ids of completed, not yet expired tasks whose ``expires_at`` is at or before
+        ``before``, soonest first (the sweep's view of expiry steps that may be lost)."""
+        ids = await self.redis.zrangebyscore(
+            keys.COMPLETED_TASKS, "-inf", _ms(before), start=0, num=limit
+        )
+        return [str(i) for i in ids]
+
+    async def forget_completed(self, task_ids: Iterable[str]) -> None:
+        """Drop ids from the completed index (their records are gone)."""
+        ids = list(task_ids)
+        if ids:
+            await self.redis.zrem(keys.COMPLETED_TASKS, *ids)
 
     async def cancel_export(
         self, export_id: str, now: datetime, finished: Callable[[ExportRecord, TaskRecord], bool]

@@ -100,27 +100,28 @@ class UpstreamClient:
             ) from None
 
     async def _send(self, method: str, path: str, params: Mapping[str, str]) -> httpx.Response:
-        await self._pacer.permit()
         headers = {"Accept": "application/json"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
-        started = time.perf_counter()
         route = _route(path)
-        try:
-            response = await self._http.request(
-                method, self._base + path, params=params, headers=headers
-            )
-        except httpx.TimeoutException:
-            raise UpstreamNetworkError(f"upstream timed out on {method} {route}") from None
-        except httpx.HTTPError as exc:
-            raise UpstreamNetworkError(
-                f"upstream unreachable on {method} {route}: {type(exc).__name__}"
-            ) from None
-        finally:
-            log.debug(
-                "upstream request",
-                extra={"route": route, "method": method, "seconds": time.perf_counter() - started},
-            )
+        async with self._pacer.request():
+            started = time.perf_counter()
+            try:
+                response = await self._http.request(
+                    method, self._base + path, params=params, headers=headers
+                )
+            except httpx.TimeoutException:
+                raise UpstreamNetworkError(f"upstream timed out on {method} {route}") from None
+            except httpx.HTTPError as exc:
+                raise UpstreamNetworkError(
+                    f"upstream unreachable on {method} {route}: {type(exc).__name__}"
+                ) from None
+            finally:
+                seconds = time.perf_counter() - started
+                log.debug(
+                    "upstream request",
+                    extra={"route": route, "method": method, "seconds": seconds},
+                )
         if response.is_success:
             return response
         raise self._error(method, route, response)
