@@ -33,7 +33,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.localredis import LocalRedis, free_port  # noqa: E402
+from app.localredis import LocalRedis, free_port
 
 TOKEN = "bench-token"
 API_KEY = "bench-key-0123456789"
@@ -83,7 +83,7 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited")
+            raise RuntimeError(f"{process.args!r} exited")
         try:
             if httpx.get(url, timeout=1).status_code < 500:
                 return
