@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--task-seconds-max", type=float, default=60)
     parser.add_argument("--poll-max", type=float, default=10)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--gateway-env", action="append", default=[], help="NAME=value")
     args = parser.parse_args()
     print_machine()
     print(
@@ -58,6 +59,7 @@ def main() -> None:
         GATEWAY_POLL_MAX_SECONDS=str(args.poll_max),
         GATEWAY_UPSTREAM_MAX_ACTIVE_TASKS="100000",
         GATEWAY_UPSTREAM_MAX_RPS="5000",
+        **dict(item.split("=", 1) for item in args.gateway_env),
     ) as run:
         receiver = Receiver(free_port(), run.procs).start()
         api = run.procs.api()
