@@ -95,6 +95,8 @@ class ChaosProxy:
 
         try:
             await asyncio.gather(client_to_upstream(), upstream_to_client())
-        except (OSError, asyncio.IncompleteReadError):
+        except (OSError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            # CancelledError: the proxy is closing. Swallowed, because asyncio.start_server's
+            # done-callback would otherwise log the cancelled handler as an error.
             writer.transport.abort()
             up_writer.transport.abort()
