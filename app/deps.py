@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from app.exports.service import ExportService
+from app.logs import bind
 from app.runtime import Runtime
 
 
@@ -25,6 +26,7 @@ def get_client_id(
 ) -> str:
     client_id: str = request.app.state.api_keys.client_for(authorization)
     request.state.client_id = client_id
+    bind(client_id=client_id)
     return client_id
 
 

@@ -18,6 +18,7 @@ All keys start with ``gw:`` so that an operator can tell them from arq's own ``a
     gw:export:{export_id}:events   LIST   event ids of an export, oldest first
     gw:export:{export_id}:attempts LIST   JSON delivery attempts of an export, oldest first
     gw:workers                     ZSET   worker ids scored by their last heartbeat (unix seconds)
+    gw:sweep:lock                  STR    the worker sweeping now (one sweep per interval)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ UPSTREAM_WAITING = f"{PREFIX}upstream:waiting"
 UPSTREAM_ACTIVE = f"{PREFIX}upstream:active"
 UPSTREAM_REQUESTS = f"{PREFIX}upstream:requests"
 WORKERS = f"{PREFIX}workers"
+SWEEP_LOCK = f"{PREFIX}sweep:lock"
 
 
 def export(export_id: str) -> str:

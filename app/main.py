@@ -16,6 +16,8 @@ from app.auth import ApiKeys
 from app.config import get_settings
 from app.exports.routes import router as exports_router
 from app.health import router as health_router
+from app.logs import configure_for
+from app.middleware import RequestContextMiddleware
 from app.runtime import build_runtime
 from worker.tasks import ArqJobQueue
 
@@ -35,6 +37,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
+    configure_for(get_settings())  # JSON log lines, uvicorn's own included
     app = FastAPI(
         title="Clickwrap Export Gateway",
         version="0.1.0",
@@ -42,6 +45,7 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    app.add_middleware(RequestContextMiddleware)
     app.include_router(exports_router)
     app.include_router(health_router)
     return app

@@ -2,37 +2,71 @@
 
 Settings come from the environment (``app.config``) when this module is imported, as arq reads
 ``WorkerSettings`` as a class. ``on_startup`` builds the shared runtime (Redis, httpx, services)
-once per process and ``on_shutdown`` closes it.
+once per process, switches logging to JSON lines, opens the metrics port and starts the
+periodic chores (heartbeat, sweep); ``on_shutdown`` undoes all of that.
+
+SIGTERM (or SIGINT): arq stops taking jobs, lets running ones finish for up to
+``GATEWAY_WORKER_SHUTDOWN_SECONDS`` (each job is one short step, so they do), then exits; jobs
+not yet started stay in Redis for the other workers.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 from arq.connections import RedisSettings
+from prometheus_client import start_http_server
 
 from app.config import get_settings
+from app.exports.sweep import Sweeper
+from app.logs import bind, configure_for, json_from_import
+from app.periodic import WorkerChores
 from app.runtime import build_runtime
 from worker import tasks
 
 _settings = get_settings()
+log = logging.getLogger("worker")
+json_from_import(_settings, "arq.worker")  # arq's banner, logged before startup, as JSON too
 
 
 async def startup(ctx: dict[str, Any]) -> None:
+    settings = get_settings()
+    configure_for(settings)
     queue = tasks.ArqJobQueue(ctx["redis"])
-    ctx["runtime"] = build_runtime(get_settings(), queue)
+    runtime = build_runtime(settings, queue)
+    ctx["runtime"] = runtime
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port)
+        log.info("metrics served", extra={"port": settings.worker_metrics_port})
+    sweeper = Sweeper(
+        store=runtime.store,
+        lifecycle=runtime.lifecycle,
+        queue=queue,
+        grace_seconds=settings.sweep_grace_seconds,
+    )
+    ctx["chores"] = chores = WorkerChores(runtime, sweeper)
+    await chores.start()
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    chores = ctx.get("chores")
+    if chores is not None:
+        await chores.stop()
     runtime = ctx.get("runtime")
     if runtime is not None:
         await runtime.close()
 
 
+async def job_start(ctx: dict[str, Any]) -> None:
+    bind(job_id=ctx.get("job_id"), job_try=ctx.get("job_try"))
+
+
 class WorkerSettings:
-    functions: ClassVar[list[Any]] = list(tasks.FUNCTIONS)
+    functions: ClassVar[list[Any]] = [tasks.counting_redis_errors(f) for f in tasks.FUNCTIONS]
     on_startup = startup
     on_shutdown = shutdown
+    on_job_start = job_start
     redis_settings: RedisSettings = tasks.redis_settings(_settings)
     max_jobs = _settings.worker_max_jobs
     poll_delay = _settings.queue_poll_seconds
@@ -40,3 +74,5 @@ class WorkerSettings:
     keep_result = 0
     max_tries = 20
     allow_abort_jobs = False
+    # SIGTERM: stop picking jobs, let running ones finish (bounded), then exit.
+    job_completion_wait = _settings.worker_shutdown_seconds

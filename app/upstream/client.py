@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from app import metrics
 from app.upstream.errors import (
     TransientUpstreamError,
     UpstreamBadResponse,
@@ -106,20 +107,26 @@ class UpstreamClient:
             headers["Authorization"] = f"Bearer {self._token}"
         started = time.perf_counter()
         route = _route(path)
+        outcome = "network"
         try:
             response = await self._http.request(
                 method, self._base + path, params=params, headers=headers
             )
+            outcome = str(response.status_code)
         except httpx.TimeoutException:
+            outcome = "timeout"
             raise UpstreamNetworkError(f"upstream timed out on {method} {route}") from None
         except httpx.HTTPError as exc:
             raise UpstreamNetworkError(
                 f"upstream unreachable on {method} {route}: {type(exc).__name__}"
             ) from None
         finally:
+            seconds = time.perf_counter() - started
+            metrics.UPSTREAM_REQUESTS.labels(route, method, outcome).inc()
+            metrics.UPSTREAM_LATENCY.labels(route, method).observe(seconds)
             log.debug(
                 "upstream request",
-                extra={"route": route, "method": method, "seconds": time.perf_counter() - started},
+                extra={"route": route, "method": method, "status": outcome, "seconds": seconds},
             )
         if response.is_success:
             return response
