@@ -1,9 +1,11 @@
-"""``export-gateway``: the dev runner and the sandbox upstream, from one console script.
+"""``export-gateway``: the dev runner, the sandbox upstream and the HTTP client.
 
 export-gateway run       Redis (private, unless GATEWAY_REDIS_URL is set), the sandbox
                          upstream (unless GATEWAY_UPSTREAM_TOKEN is set), the API and one
                          worker; Ctrl-C stops everything it started.
 export-gateway sandbox   only the sandbox upstream
+export-gateway submit | status | list | cancel | check
+                         the HTTP client (see app/cli_client.py for exit codes)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from types import FrameType
 
 import httpx
 
+from app import cli_client
 from app.localredis import LocalRedis, free_port
 
 STATE_DIR = Path(".gateway")
@@ -165,9 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     sandbox_cmd.add_argument("--port", type=int, default=8090)
     sandbox_cmd.set_defaults(handler=sandbox)
 
+    cli_client.register(commands)
+
     args = parser.parse_args(argv)
-    code: int = args.handler(args)
-    return code
+    return cli_client.run_command(args)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ async def test_readyz_turns_503_when_the_worker_stops_and_200_when_one_starts(
     async with stack.client(who="nobody") as api:
         await wait_until(lambda: _status_is(api, 200))
         assert (await api.get("/healthz")).status_code == 200
-        worker = next(p for p in stack.processes if p.args[-1] == "worker.main.WorkerSettings")
+        worker = stack.processes[1]  # the API, then the worker
         stack.stop(worker)
         assert worker.returncode == 0
         assert await redis_client.zcard("gw:workers") == 0  # a clean shutdown removes its beat
@@ -36,7 +36,7 @@ async def test_a_worker_that_dies_without_shutdown_stops_counting_after_the_wind
 ) -> None:
     async with stack.client(who="nobody") as api:
         await wait_until(lambda: _status_is(api, 200))
-        worker = next(p for p in stack.processes if p.args[-1] == "worker.main.WorkerSettings")
+        worker = stack.processes[1]  # the API, then the worker
         worker.kill()  # SIGKILL: its heartbeat stays behind and ages
         worker.wait()
         assert await redis_client.zcard("gw:workers") == 1

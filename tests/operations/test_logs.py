@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tests.support import KEYS, SANDBOX_TOKEN, WEBHOOK_SECRET, running_stack, wait_for
+from tests.support import KEYS, SANDBOX_TOKEN, WEBHOOK_SECRET, Stack, running_stack, wait_for
 
 QUERY = {"filter": "event_type==agreed", "fields": ["event_type"]}
 
@@ -58,7 +58,7 @@ async def test_no_secret_appears_in_any_captured_log_line(
 
 
 async def test_log_lines_are_json_with_request_client_export_and_upstream_ids(
-    stack: Any, sandbox: httpx.Client
+    stack: Stack, sandbox: httpx.Client
 ) -> None:
     async with stack.client() as api:
         created = await api.post("/v1/exports", json=QUERY, headers={"X-Request-ID": "trace-42"})
@@ -75,7 +75,7 @@ async def test_log_lines_are_json_with_request_client_export_and_upstream_ids(
     assert any(line.get("upstream_task_id") == done["upstream_task_id"] for line in lines)
 
 
-async def test_a_request_id_is_made_when_none_or_an_unusable_one_is_given(stack: Any) -> None:
+async def test_a_request_id_is_made_when_none_or_an_unusable_one_is_given(stack: Stack) -> None:
     async with stack.client() as api:
         plain = await api.get("/healthz")
         odd = await api.get("/healthz", headers={"X-Request-ID": "has spaces\tand tabs"})
