@@ -37,8 +37,14 @@ async def startup(ctx: dict[str, Any]) -> None:
     runtime = build_runtime(settings, queue)
     ctx["runtime"] = runtime
     if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port)
-        log.info("metrics served", extra={"port": settings.worker_metrics_port})
+        try:
+            start_http_server(settings.worker_metrics_port)
+            log.info("metrics served", extra={"port": settings.worker_metrics_port})
+        except OSError as exc:  # e.g. two workers on one host: work on, without metrics
+            log.error(
+                "metrics port unavailable",
+                extra={"port": settings.worker_metrics_port, "error": str(exc)},
+            )
     sweeper = Sweeper(
         store=runtime.store,
         lifecycle=runtime.lifecycle,

@@ -82,3 +82,18 @@ async def test_a_request_id_is_made_when_none_or_an_unusable_one_is_given(stack:
     assert plain.headers["x-request-id"].startswith("req_")
     assert odd.headers["x-request-id"].startswith("req_")
     assert plain.headers["x-request-id"] != odd.headers["x-request-id"]
+
+
+def test_the_formatter_redacts_a_configured_secret_that_slips_into_a_line() -> None:
+    import logging
+
+    from app.logs import JsonFormatter
+
+    formatter = JsonFormatter([SANDBOX_TOKEN])
+    record = logging.LogRecord(
+        "app.test", logging.WARNING, __file__, 1, "sent %s", (f"Bearer {SANDBOX_TOKEN}",), None
+    )
+    record.header = SANDBOX_TOKEN
+    line = json.loads(formatter.format(record))
+    assert line["message"] == "sent Bearer [redacted]" and line["header"] == "[redacted]"
+    assert line["level"] == "warning" and line["logger"] == "app.test"
