@@ -14,15 +14,16 @@ still lets only one sweep per interval, to spare Redis):
   of one is dropped;
 * then free slots are dispatched.
 
-Lost expiry steps of completed tasks and stuck webhook deliveries are repaired by the modules
-that own their indexes (the expiry and webhook issues); their repairs hook in at
-``Sweeper.sweep`` (see the comment there).
+Work owned by other modules (lost expiry steps of completed tasks, stuck webhook deliveries)
+is repaired by those modules, which own their indexes: they join the sweep as ``repairs``
+(kind -> ``hook(grace_seconds) -> count``), wired in ``worker.main``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -34,6 +35,8 @@ from app.exports.store import ExportStore
 from app.jobs import JobQueue
 
 log = logging.getLogger(__name__)
+
+RepairHook = Callable[[float], Awaitable[int]]
 
 
 @dataclass
@@ -54,12 +57,15 @@ class Sweeper:
         lifecycle: TaskLifecycle,
         queue: JobQueue,
         grace_seconds: float,
+        repairs: Mapping[str, RepairHook] | None = None,
         batch: int = 10_000,
     ) -> None:
         self.store = store
         self.lifecycle = lifecycle
         self.queue = queue
+        self.grace_seconds = grace_seconds
         self.grace = timedelta(seconds=grace_seconds)
+        self.repairs = dict(repairs or {})
         self.batch = batch
 
     async def sweep(self) -> SweepReport:
@@ -94,7 +100,10 @@ class Sweeper:
                 report.repairs[kind] += 1
                 log.warning("sweep repaired a task", extra={"task_id": task.id, "repair": kind})
 
-        # Issue 6 (expiry index) and issue 4 (stuck deliveries) add their repairs here.
+        for kind, hook in self.repairs.items():
+            repaired = await hook(self.grace_seconds)
+            if repaired:
+                report.repairs[kind] += repaired
 
         report.dispatched = len(await self.lifecycle.dispatch())
         metrics.SWEEP_RUNS.inc()

@@ -143,3 +143,27 @@ async def test_a_healthy_system_needs_no_repair_from_any_number_of_sweeps_at_onc
     reports = await asyncio.gather(*(_sweeper(runtime).sweep() for _ in range(4)))
     assert all(r.repairs == {} for r in reports)
     assert sorted(await redis_client.keys("*")) == before
+
+
+async def test_repairs_of_other_modules_join_the_sweep_and_are_counted(
+    runtime: Runtime, redis_client: Redis
+) -> None:
+    seen: list[float] = []
+
+    async def expiry_repair(grace_seconds: float) -> int:
+        seen.append(grace_seconds)
+        return 2
+
+    async def nothing_to_repair(grace_seconds: float) -> int:
+        return 0
+
+    sweeper = Sweeper(
+        store=runtime.store,
+        lifecycle=runtime.lifecycle,
+        queue=runtime.lifecycle.queue,
+        grace_seconds=0.05,
+        repairs={"expiry": expiry_repair, "deliveries": nothing_to_repair},
+    )
+    report = await sweeper.sweep()
+    assert report.repairs == {"expiry": 2}
+    assert seen == [0.05]
