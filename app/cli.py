@@ -11,6 +11,7 @@ export-gateway submit | status | list | cancel | check
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import secrets
 import signal
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             env["GATEWAY_API_KEYS"] = f"dev:{api_key}"
         if not env.get("GATEWAY_WEBHOOK_SECRET"):
             env["GATEWAY_WEBHOOK_SECRET"] = _persistent_secret(
-                "dev-webhook-secret", "whsec_" + secrets.token_urlsafe(32)
+                "dev-webhook-secret", "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
             )
             notes.append(f"webhook secret in {STATE_DIR / 'dev-webhook-secret'}")
         env.setdefault("GATEWAY_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")

@@ -9,6 +9,7 @@ from fastapi import Depends, Header, Request
 from app.exports.service import ExportService
 from app.logs import bind
 from app.runtime import Runtime
+from app.webhooks.service import WebhookService
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -18,6 +19,10 @@ def get_runtime(request: Request) -> Runtime:
 
 def get_exports(request: Request) -> ExportService:
     return get_runtime(request).exports
+
+
+def get_webhooks(request: Request) -> WebhookService:
+    return get_runtime(request).webhooks
 
 
 def get_client_id(
@@ -33,3 +38,4 @@ def get_client_id(
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ExportsDep = Annotated[ExportService, Depends(get_exports)]
 ClientId = Annotated[str, Depends(get_client_id)]
+WebhooksDep = Annotated[WebhookService, Depends(get_webhooks)]

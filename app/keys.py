@@ -17,6 +17,8 @@ All keys start with ``gw:`` so that an operator can tell them from arq's own ``a
     gw:event:{event_id}            JSON   one webhook event and its delivery state
     gw:export:{export_id}:events   LIST   event ids of an export, oldest first
     gw:export:{export_id}:attempts LIST   JSON delivery attempts of an export, oldest first
+    gw:events:pending              ZSET   webhook event ids still being delivered, scored by when
+                                          their next attempt is due (ms), for the sweep
     gw:workers                     ZSET   worker ids scored by their last heartbeat (unix seconds)
     gw:sweep:lock                  STR    the worker sweeping now (one sweep per interval)
 """
@@ -31,6 +33,7 @@ UPSTREAM_ACTIVE = f"{PREFIX}upstream:active"
 UPSTREAM_REQUESTS = f"{PREFIX}upstream:requests"
 WORKERS = f"{PREFIX}workers"
 SWEEP_LOCK = f"{PREFIX}sweep:lock"
+EVENTS_PENDING = f"{PREFIX}events:pending"
 
 
 def export(export_id: str) -> str:

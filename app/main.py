@@ -19,6 +19,7 @@ from app.health import router as health_router
 from app.logs import configure_for
 from app.middleware import RequestContextMiddleware
 from app.runtime import build_runtime
+from app.webhooks.routes import router as webhooks_router
 from worker.tasks import ArqJobQueue
 
 
@@ -47,6 +48,7 @@ def create_app() -> FastAPI:
     problems.install(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(exports_router)
+    app.include_router(webhooks_router)
     app.include_router(health_router)
     return app
 

@@ -19,6 +19,10 @@ from app.exports.store import ExportStore
 from app.jobs import JobQueue
 from app.upstream.client import UpstreamClient
 from app.upstream.pacing import RequestPacer
+from app.webhooks.service import WebhookService
+from app.webhooks.signing import WebhookSigner
+from app.webhooks.ssrf import CallbackPolicy, guarded_client
+from app.webhooks.store import WebhookStore
 
 REDIS_TIMEOUT_SECONDS = 2.0
 
@@ -44,13 +48,19 @@ class Runtime:
     lifecycle: TaskLifecycle
     exports: ExportService
     notifier: Notifier | None
+    webhooks: WebhookService
 
     async def close(self) -> None:
         await self.http.aclose()
+        await self.webhooks.client.aclose()
         await self.redis.aclose()
 
 
 def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
+    # Bad webhook settings stop the process here, before anything is opened (the errors name
+    # the setting, never a secret).
+    signer = WebhookSigner.from_settings(settings.webhook_secret, settings.webhook_secrets)
+    policy = CallbackPolicy.from_setting(settings.webhook_allowed_networks)
     redis = connect_redis(settings)
     http = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=10.0),
@@ -66,7 +76,16 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         pacer=RequestPacer(redis, settings.upstream_max_rps),
     )
     store = ExportStore(redis, record_ttl=settings.record_retention_seconds)
-    notifier: Notifier | None = None
+    webhooks = WebhookService(
+        store=WebhookStore(redis, record_ttl=settings.record_retention_seconds),
+        exports=store,
+        queue=queue,
+        signer=signer,
+        policy=policy,
+        client=guarded_client(policy),
+        retry_schedule=settings.webhook_retry_schedule,
+    )
+    notifier: Notifier | None = webhooks
     lifecycle = TaskLifecycle(
         settings=settings, store=store, queue=queue, upstream=upstream, notifier=notifier
     )
@@ -75,5 +94,6 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         lifecycle=lifecycle,
         notifier=notifier,
         poll_initial_seconds=settings.poll_initial_seconds,
+        callbacks=webhooks,
     )
-    return Runtime(settings, redis, http, upstream, store, lifecycle, exports, notifier)
+    return Runtime(settings, redis, http, upstream, store, lifecycle, exports, notifier, webhooks)

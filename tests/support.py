@@ -38,17 +38,19 @@ def api_keys_setting() -> str:
 class ServerThread:
     """Any ASGI app served by uvicorn on 127.0.0.1 in a background thread."""
 
-    def __init__(self, app: FastAPI, port: int | None = None) -> None:
+    def __init__(self, app: FastAPI, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = port or free_port()
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
+            app, host=host, port=self.port, log_level="warning", access_log=False
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     def start(self) -> ServerThread:
         self.thread.start()

@@ -50,6 +50,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         lifecycle=runtime.lifecycle,
         queue=queue,
         grace_seconds=settings.sweep_grace_seconds,
+        repairs={"deliveries": runtime.webhooks.repair},
     )
     ctx["chores"] = chores = WorkerChores(runtime, sweeper)
     await chores.start()

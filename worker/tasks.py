@@ -20,6 +20,7 @@ from app import metrics
 from app.config import Settings
 from app.jobs import JobName
 from app.runtime import Runtime
+from app.webhooks.service import parse_delivery_subject
 
 Ctx = dict[str, Any]
 
@@ -112,4 +113,8 @@ async def expire_task(ctx: Ctx, task_id: str) -> None:
     await _runtime(ctx).lifecycle.expire(task_id)
 
 
-FUNCTIONS = [start_task, poll_task, warn_expiring, expire_task]
+async def deliver_event(ctx: Ctx, subject: str) -> None:
+    await _runtime(ctx).webhooks.deliver(*parse_delivery_subject(subject))
+
+
+FUNCTIONS = [start_task, poll_task, warn_expiring, expire_task, deliver_event]

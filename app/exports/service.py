@@ -13,6 +13,7 @@ import logging
 import re
 import secrets
 from datetime import timedelta
+from typing import Protocol
 
 from app import metrics
 from app.clock import utcnow
@@ -47,6 +48,12 @@ def fingerprint(filter: str | None, fields: list[str] | None, site_id: int | Non
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
+class CallbackCheck(Protocol):
+    async def check_callback(self, client_id: str, url: str) -> None:
+        """Raise a 422 naming ``callback_url`` when the gateway would not call ``url``."""
+        ...
+
+
 class ExportService:
     def __init__(
         self,
@@ -55,11 +62,13 @@ class ExportService:
         lifecycle: TaskLifecycle,
         notifier: Notifier | None,
         poll_initial_seconds: float,
+        callbacks: CallbackCheck | None = None,
     ) -> None:
         self.store = store
         self.lifecycle = lifecycle
         self.notifier = notifier
         self.poll_initial_seconds = poll_initial_seconds
+        self.callbacks = callbacks
 
     async def submit(self, client_id: str, request: ExportRequest) -> Export:
         try:
@@ -67,6 +76,8 @@ class ExportService:
         except FilterSyntaxError as exc:
             raise invalid("filter", str(exc)) from None
         fields = normalise_fields(request.fields)
+        if request.callback_url is not None and self.callbacks is not None:
+            await self.callbacks.check_callback(client_id, request.callback_url)
         now = utcnow()
         task = TaskRecord(
             id=new_task_id(),

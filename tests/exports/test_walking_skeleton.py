@@ -14,7 +14,8 @@ EXPORT = {
     "filter": "created_time>=2020-10-10 and event_type==agreed",
     "fields": ["connection_data.remote_address", "created_time", "event_type", "id"],
     "site_id": 5193,
-    "callback_url": "https://billing.example.com/hooks/exports",
+    # Loopback with nothing listening (allowed by the test stack): no traffic leaves the machine.
+    "callback_url": "http://127.0.0.1:9/hooks/exports",
     "metadata": {"ticket": "OPS-12"},
 }
 
