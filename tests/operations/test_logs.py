@@ -10,7 +10,16 @@ from typing import Any
 
 import httpx
 
-from tests.support import KEYS, SANDBOX_TOKEN, WEBHOOK_SECRET, Stack, running_stack, wait_for
+from tests.support import (
+    KEYS,
+    SANDBOX_TOKEN,
+    WEBHOOK_SECRET,
+    Stack,
+    running_stack,
+    wait_for,
+    wait_until,
+)
+from tests.webhooks.receiver import Answer, Receiver
 
 QUERY = {"filter": "event_type==agreed", "fields": ["event_type"]}
 
@@ -30,10 +39,22 @@ async def test_no_secret_appears_in_any_captured_log_line(
     sandbox.post(
         "/_sandbox/config", json={"fail_rate_429": 0.4, "seed": 7, "retry_after_seconds": 0.1}
     ).raise_for_status()
+    receiver = Receiver().start()
+    receiver.script("/hooks/flaky", Answer(500), Answer(200))
+    receiver.script("/hooks/gone", Answer(410))
+    hooks = f"http://127.0.0.1:{receiver.port}/hooks"
     with running_stack(redis_url, upstream_url, tmp_path, GATEWAY_LOG_LEVEL="DEBUG") as stack:
         async with stack.client() as api:
             ok = (await api.post("/v1/exports", json=QUERY)).json()
             await wait_for(api, ok["id"])
+            for n, hook in enumerate(("/ok", "/flaky", "/gone")):
+                body = {"filter": f"batch=={n}", "callback_url": hooks + hook}
+                hooked = (await api.post("/v1/exports", json=body)).json()
+                assert (await wait_for(api, hooked["id"]))["status"] == "completed"
+            await wait_until(lambda: len(receiver.requests("/hooks/flaky")) == 2)
+            await wait_until(
+                lambda: receiver.requests("/hooks/ok") and receiver.requests("/hooks/gone")
+            )
             sandbox.post("/_sandbox/config", json={"task_fail_rate": 1.0}).raise_for_status()
             failed = (await api.post("/v1/exports", json={"filter": "event_type==sent"})).json()
             assert (await wait_for(api, failed["id"]))["status"] == "failed"
@@ -48,12 +69,15 @@ async def test_no_secret_appears_in_any_captured_log_line(
         async with stack.client("bob") as bob:
             assert (await bob.get(f"/v1/exports/{ok['id']}")).status_code == 404
         text = stack.log_text()
+    receiver.stop()
     assert len(text) > 2000  # the stack did log
+    assert "webhook-signature" in receiver.requests("/hooks/ok")[0].headers  # signing happened
     webhook_key = WEBHOOK_SECRET.removeprefix("whsec_")
     secrets = [SANDBOX_TOKEN, *KEYS.values(), WEBHOOK_SECRET, webhook_key]
     secrets.append(base64.b64decode(webhook_key).decode())
     for secret in secrets:
         assert secret not in text, "a secret reached a log line"
+    assert "[redacted]" not in text  # nor did one need the formatter's last-resort redaction
     _lines(tmp_path)  # and the text is JSON lines only
 
 
