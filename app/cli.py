@@ -6,6 +6,7 @@ export-gateway run       Redis (private, unless GATEWAY_REDIS_URL is set), the s
 export-gateway sandbox   only the sandbox upstream
 export-gateway submit | status | list | cancel | check
                          the HTTP client (see app/cli_client.py for exit codes)
+export-gateway download  stream an export's CSV (GET /v1/exports/{id}/csv) to a file
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from app import cli_client
 from app.localredis import LocalRedis, free_port
 
 STATE_DIR = Path(".gateway")
+DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def _persistent_secret(name: str, make: str) -> str:
@@ -146,6 +148,18 @@ def run(args: argparse.Namespace) -> int:
             redis.stop()
 
 
+def download(args: argparse.Namespace) -> int:
+    from app.download import download_csv
+
+    return download_csv(
+        export_id=args.export_id,
+        output=args.output,
+        url=args.url or os.environ.get("GATEWAY_URL") or DEFAULT_URL,
+        key=args.key or os.environ.get("GATEWAY_API_KEY"),
+        quiet=args.quiet,
+    )
+
+
 def sandbox(args: argparse.Namespace) -> int:
     from app.sandbox.config import SandboxConfig
     from app.sandbox.server import serve
@@ -168,6 +182,26 @@ def main(argv: list[str] | None = None) -> int:
     sandbox_cmd.add_argument("--host", default="127.0.0.1")
     sandbox_cmd.add_argument("--port", type=int, default=8090)
     sandbox_cmd.set_defaults(handler=sandbox)
+
+    download_cmd = commands.add_parser(
+        "download",
+        help="stream an export's CSV files, merged into one, to a file",
+        description="Stream GET /v1/exports/ID/csv to a file (written to a temporary file "
+        "first, renamed when complete). Exit codes: 0 done, 1 the gateway refused (its "
+        "problem detail is printed), 2 usage, 3 transport error or truncated download.",
+    )
+    download_cmd.add_argument("export_id", metavar="ID", help="the export id (exp_...)")
+    download_cmd.add_argument(
+        "-o",
+        "--output",
+        help="file to write ('-' for standard output); default: the name the gateway suggests",
+    )
+    download_cmd.add_argument(
+        "--url", help=f"the gateway's base URL (default: $GATEWAY_URL or {DEFAULT_URL})"
+    )
+    download_cmd.add_argument("--key", help="an API key (default: $GATEWAY_API_KEY)")
+    download_cmd.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    download_cmd.set_defaults(handler=download)
 
     cli_client.register(commands)
 

@@ -41,7 +41,9 @@ class CliError(Exception):
 def _add_connection(parser: argparse.ArgumentParser, needs_key: bool = True) -> None:
     parser.add_argument("--url", help="gateway URL (default: $GATEWAY_URL or %(default)s)")
     if needs_key:
-        parser.add_argument("--api-key", help="API key (default: $GATEWAY_API_KEY)")
+        parser.add_argument(
+            "--api-key", "--key", dest="api_key", help="API key (default: $GATEWAY_API_KEY)"
+        )
 
 
 def register(commands: Any) -> None:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from app.exports.csv import CsvService
 from app.exports.service import ExportService
 from app.logs import bind
 from app.runtime import Runtime
@@ -19,6 +20,10 @@ def get_runtime(request: Request) -> Runtime:
 
 def get_exports(request: Request) -> ExportService:
     return get_runtime(request).exports
+
+
+def get_csv(request: Request) -> CsvService:
+    return get_runtime(request).csv
 
 
 def get_webhooks(request: Request) -> WebhookService:
@@ -37,5 +42,6 @@ def get_client_id(
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ExportsDep = Annotated[ExportService, Depends(get_exports)]
+CsvDep = Annotated[CsvService, Depends(get_csv)]
 ClientId = Annotated[str, Depends(get_client_id)]
 WebhooksDep = Annotated[WebhookService, Depends(get_webhooks)]

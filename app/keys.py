@@ -7,6 +7,7 @@ All keys start with ``gw:`` so that an operator can tell them from arq's own ``a
     gw:task:{task_id}              JSON   one upstream task, shared by all exports of a query
     gw:task:{task_id}:exports      SET    ids of the exports that follow the task
     gw:tasks:open                  ZSET   task ids not yet finished, scored by creation time (ms)
+    gw:tasks:completed             ZSET   completed, unexpired task ids, scored by expires_at (ms)
     gw:inflight:{fingerprint}      STR    the task id now serving a query (coalescing)
     gw:latest:{fingerprint}        STR    the task id of the newest completed run of a query
     gw:upstream:waiting            ZSET   queued task ids waiting for an upstream slot (FIFO)
@@ -28,6 +29,7 @@ from __future__ import annotations
 PREFIX = "gw:"
 
 OPEN_TASKS = f"{PREFIX}tasks:open"
+COMPLETED_TASKS = f"{PREFIX}tasks:completed"
 UPSTREAM_WAITING = f"{PREFIX}upstream:waiting"
 UPSTREAM_ACTIVE = f"{PREFIX}upstream:active"
 UPSTREAM_REQUESTS = f"{PREFIX}upstream:requests"

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from app import problems
 from app.auth import ApiKeys
 from app.config import get_settings
+from app.exports.link_routes import router as export_links_router
 from app.exports.routes import router as exports_router
 from app.health import router as health_router
 from app.logs import configure_for
@@ -48,6 +49,7 @@ def create_app() -> FastAPI:
     problems.install(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(exports_router)
+    app.include_router(export_links_router)
     app.include_router(webhooks_router)
     app.include_router(health_router)
     return app

@@ -73,8 +73,8 @@ REDIS_ERRORS = Counter(
 SWEEP_RUNS = Counter("gateway_sweep_runs", "Self-healing sweeps run by this process")
 SWEEP_REPAIRS = Counter(
     "gateway_sweep_repairs",
-    "Things the self-healing sweep repaired, by kind (rescheduled, requeued, released, "
-    "dropped_index, restarted)",
+    "Things the self-healing sweep repaired, by kind (rescheduled, restarted, requeued, "
+    "released, dropped_index, expiry, deliveries)",
     ["kind"],
 )
 

@@ -13,6 +13,7 @@ import httpx
 from redis.asyncio import Redis
 
 from app.config import Settings
+from app.exports.csv import CsvService
 from app.exports.lifecycle import Notifier, TaskLifecycle
 from app.exports.service import ExportService
 from app.exports.store import ExportStore
@@ -49,8 +50,12 @@ class Runtime:
     exports: ExportService
     notifier: Notifier | None
     webhooks: WebhookService
+    # CSV links are fetched by their own client: no upstream token, no redirects, no proxies.
+    link_http: httpx.AsyncClient
+    csv: CsvService
 
     async def close(self) -> None:
+        await self.link_http.aclose()
         await self.http.aclose()
         await self.webhooks.client.aclose()
         await self.redis.aclose()
@@ -96,4 +101,23 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         poll_initial_seconds=settings.poll_initial_seconds,
         callbacks=webhooks,
     )
-    return Runtime(settings, redis, http, upstream, store, lifecycle, exports, notifier, webhooks)
+    link_http = httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=10.0),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=10),
+        follow_redirects=False,
+        trust_env=False,
+    )
+    csv = CsvService(exports=exports, http=link_http)
+    return Runtime(
+        settings,
+        redis,
+        http,
+        upstream,
+        store,
+        lifecycle,
+        exports,
+        notifier,
+        webhooks,
+        link_http,
+        csv,
+    )

@@ -45,12 +45,16 @@ async def startup(ctx: dict[str, Any]) -> None:
                 "metrics port unavailable",
                 extra={"port": settings.worker_metrics_port, "error": str(exc)},
             )
+
+    async def repair_expiry(grace_seconds: float) -> int:
+        return len(await runtime.lifecycle.repair_expiry_jobs(grace_seconds))
+
     sweeper = Sweeper(
         store=runtime.store,
         lifecycle=runtime.lifecycle,
         queue=queue,
         grace_seconds=settings.sweep_grace_seconds,
-        repairs={"deliveries": runtime.webhooks.repair},
+        repairs={"expiry": repair_expiry, "deliveries": runtime.webhooks.repair},
     )
     ctx["chores"] = chores = WorkerChores(runtime, sweeper)
     await chores.start()

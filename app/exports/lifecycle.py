@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 300.0
+# An expire step may run this much before expires_at (timer granularity, clock skew): the
+# links are then marked gone a moment early, never late.
+EXPIRY_EARLY_TOLERANCE_SECONDS = 0.1
 
 EventType = str  # "export.completed" | "export.failed" | "export.expiring" | "export.expired"
 
@@ -284,34 +287,97 @@ class TaskLifecycle:
         await self.notify_followers(task, event_type)
 
     async def schedule_expiry(self, task: TaskRecord) -> None:
-        if task.expires_at is None:
-            return
+        await self.ensure_expiry_jobs(task)
+
+    async def ensure_expiry_jobs(self, task: TaskRecord) -> list[JobName]:
+        """Schedule what is still to come of a completed task's window: ``warn_expiring`` at
+        ``expires_at - GATEWAY_EXPIRY_WARNING_SECONDS`` (unless already sent, or the links are
+        already gone) and ``expire_task`` at ``expires_at``. Job keys are deterministic, so
+        this is a no-op for jobs still waiting: the sweep calls it to re-create lost ones.
+        Returns the jobs this call scheduled."""
+        if task.status != "completed" or task.expires_at is None:
+            return []
         now = utcnow()
-        warn_at = task.expires_at - timedelta(seconds=self.settings.expiry_warning_seconds)
-        if self.settings.expiry_warning_seconds > 0:
-            await self.queue.schedule(
+        scheduled: list[JobName] = []
+        warning = self.settings.expiry_warning_seconds
+        if warning > 0 and task.warned_at is None and now < task.expires_at:
+            warn_at = task.expires_at - timedelta(seconds=warning)
+            if await self.queue.schedule(
                 "warn_expiring",
                 task.id,
                 key=f"warn:{task.id}",
                 delay=max(0.0, (warn_at - now).total_seconds()),
-            )
-        await self.queue.schedule(
+            ):
+                scheduled.append("warn_expiring")
+        if await self.queue.schedule(
             "expire_task",
             task.id,
             key=f"expire:{task.id}",
             delay=max(0.0, (task.expires_at - now).total_seconds()),
-        )
+        ):
+            scheduled.append("expire_task")
+        return scheduled
+
+    async def repair_expiry_jobs(self, grace_seconds: float | None = None) -> list[str]:
+        """For the periodic sweep: re-create the warn/expire steps of completed tasks that
+        are overdue by more than ``grace_seconds`` (default ``GATEWAY_SWEEP_GRACE_SECONDS``),
+        e.g. after the queue was flushed or Redis came back from an older snapshot. Reads
+        only the ``gw:tasks:completed`` index up to the horizon. Returns the repaired ids."""
+        now = utcnow()
+        grace = self.settings.sweep_grace_seconds if grace_seconds is None else grace_seconds
+        cutoff = now - timedelta(seconds=grace)
+        warning = timedelta(seconds=self.settings.expiry_warning_seconds)
+        ids = await self.store.completed_tasks_due(cutoff + warning)
+        tasks = await self.store.get_tasks(ids)
+        await self.store.forget_completed(i for i, t in zip(ids, tasks, strict=True) if t is None)
+        repaired: list[str] = []
+        for task in tasks:
+            if task is None or task.expires_at is None:
+                continue
+            warn_due = (
+                warning.total_seconds() > 0
+                and task.warned_at is None
+                and task.expires_at - warning <= cutoff
+            )
+            if (task.expires_at <= cutoff or warn_due) and await self.ensure_expiry_jobs(task):
+                repaired.append(task.id)
+        if repaired:
+            log.warning("re-created lost expiry steps", extra={"task_ids": repaired})
+        return repaired
 
     async def warn_expiring(self, task_id: str) -> None:
+        """Send ``export.expiring`` once per task (a re-created or repeated job sends nothing
+        more), and never once the links are gone. Followers are notified before ``warned_at``
+        is recorded, so a crash in between repeats the notice rather than losing it (the
+        notifier's event ids are per export and type: a repeat is recorded once)."""
+        now = utcnow()
         task = await self.store.get_task(task_id)
-        if task is not None and task.status == "completed":
-            await self.notify_followers(task, "export.expiring")
+        if task is None or not self._warning_due(task, now):
+            return
+        await self.notify_followers(task, "export.expiring")
+
+        def change(current: TaskRecord) -> TaskRecord | None:
+            if current.warned_at is not None or current.status != "completed":
+                return None
+            return current.model_copy(update={"warned_at": now})
+
+        await self.store.update_task(task_id, change)
+
+    @staticmethod
+    def _warning_due(task: TaskRecord, now: datetime) -> bool:
+        return (
+            task.status == "completed"
+            and task.warned_at is None
+            and task.expires_at is not None
+            and now < task.expires_at
+        )
 
     async def expire(self, task_id: str) -> None:
         now = utcnow()
+        due = now + timedelta(seconds=EXPIRY_EARLY_TOLERANCE_SECONDS)
 
         def change(task: TaskRecord) -> TaskRecord | None:
-            if task.status != "completed" or task.expires_at is None or task.expires_at > now:
+            if task.status != "completed" or task.expires_at is None or task.expires_at > due:
                 return None
             return task.model_copy(update={"status": "expired", "links": []})
 
@@ -320,10 +386,18 @@ class TaskLifecycle:
         if task is None or task.status not in ("completed", "expired"):
             return
         if update.changed:
+            log.info("links expired", extra={"task_id": task_id})
             await self._count_finished(task)
             await self.notify_followers(task, "export.expired")
-        elif task.status == "completed":  # ran early (clock skew): come back at the right time
-            await self.schedule_expiry(task)
+        elif task.status == "completed" and task.expires_at is not None:
+            # Ran early (clock skew). This job's own key is still taken while it runs, so
+            # come back under another one.
+            await self.queue.schedule(
+                "expire_task",
+                task.id,
+                key=f"expire:{task.id}:{now.timestamp():.0f}",
+                delay=max(0.0, (task.expires_at - now).total_seconds()),
+            )
 
     async def notify_followers(self, task: TaskRecord, event_type: EventType) -> None:
         if self.notifier is None:

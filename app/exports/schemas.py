@@ -25,6 +25,7 @@ from pydantic import (
     field_validator,
 )
 
+from app.clock import utcnow
 from app.jobs import JobName
 
 ExportStatus = Literal["queued", "running", "completed", "failed", "canceled", "expired"]
@@ -135,6 +136,7 @@ class TaskRecord(BaseModel):
     expires_at: UtcTime | None = None
     polls: int = 0
     error: ErrorInfo | None = None
+    warned_at: UtcTime | None = None  # when export.expiring went out (sent once per task)
     # Bookkeeping: the job that moves the task on next, so the sweep can re-create it.
     next_job: JobName | None = None
     next_job_key: str | None = None
@@ -145,6 +147,13 @@ class TaskRecord(BaseModel):
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+    def status_at(self, now: datetime) -> ExportStatus:
+        """The status as of ``now``: a completed task is expired from ``expires_at`` on,
+        even while the ``expire_task`` step that records it is late."""
+        if self.status == "completed" and self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return self.status
 
 
 class ExportRecord(BaseModel):
@@ -192,8 +201,8 @@ class Export(BaseModel):
     canceled_at: UtcTime | None = Field(None, description="Extension: when it was canceled.")
 
     @classmethod
-    def of(cls, record: ExportRecord, task: TaskRecord) -> Export:
-        status: ExportStatus = "canceled" if record.canceled_at else task.status
+    def of(cls, record: ExportRecord, task: TaskRecord, now: datetime | None = None) -> Export:
+        status: ExportStatus = "canceled" if record.canceled_at else task.status_at(now or utcnow())
         return cls(
             id=record.id,
             status=status,

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from app import metrics
 from app.clock import utcnow
-from app.errors import NotFound, invalid
+from app.errors import Conflict, NotFound, invalid
 from app.exports.lifecycle import Notifier, TaskLifecycle
 from app.exports.schemas import (
     Export,
@@ -127,6 +127,8 @@ class ExportService:
         export = Export.of(submitted.export, submitted.task)
         if export.status == "completed" and self.notifier and record.callback_url:
             await self.notifier.publish(submitted.export, export, "export.completed")
+            if submitted.task.warned_at is not None:  # reused after its warning went out
+                await self.notifier.publish(submitted.export, export, "export.expiring")
         return export
 
     async def get(self, client_id: str, export_id: str) -> tuple[Export, int | None]:
@@ -135,6 +137,25 @@ class ExportService:
         record, task = await self._load(client_id, export_id)
         export = Export.of(record, task)
         return export, None if export.finished else self._retry_after(task)
+
+    async def rerun(self, client_id: str, export_id: str) -> Export:
+        """A fresh export of a finished one: same query, site, callback and metadata, through
+        ``submit`` so every rule applies (an identical export still running is shared)."""
+        record, task = await self._load(client_id, export_id)
+        previous = Export.of(record, task)
+        if not previous.finished:
+            raise Conflict(
+                f"export {export_id} is still {previous.status}; rerun it once it has finished",
+                extra={"export_status": previous.status},
+            )
+        request = ExportRequest(
+            filter=record.filter,
+            fields=record.fields,
+            site_id=record.site_id,
+            callback_url=record.callback_url,
+            metadata=record.metadata,
+        )
+        return await self.submit(client_id, request)
 
     async def _load(self, client_id: str, export_id: str) -> tuple[ExportRecord, TaskRecord]:
         if not EXPORT_ID.match(export_id):

@@ -177,6 +177,7 @@ class ExportStore:
             pipe.set(task_key, updated.model_dump_json(), ex=self._ttl)
             if releasing:
                 self._queue_release(pipe, updated, still_inflight)
+            self._queue_completed_index(pipe, current, updated)
             return TaskUpdate(current, updated)
 
         result: TaskUpdate = await self.redis.transaction(attempt, value_from_callable=True)
@@ -190,6 +191,30 @@ class ExportStore:
         pipe.zrem(keys.OPEN_TASKS, task.id)
         pipe.zrem(keys.UPSTREAM_WAITING, task.id)
         pipe.zrem(keys.UPSTREAM_ACTIVE, task.id)
+
+    @staticmethod
+    def _queue_completed_index(pipe: Pipeline, before: TaskRecord, after: TaskRecord) -> None:
+        """Keep ``gw:tasks:completed`` (completed, unexpired tasks by ``expires_at``) in step
+        with the task, in the transaction that changes it."""
+        if after.status == "completed" and after.expires_at is not None:
+            if before.status != "completed" or before.expires_at != after.expires_at:
+                pipe.zadd(keys.COMPLETED_TASKS, {after.id: _ms(after.expires_at)})
+        elif before.status == "completed":
+            pipe.zrem(keys.COMPLETED_TASKS, after.id)
+
+    async def completed_tasks_due(self, before: datetime, limit: int = 1000) -> list[str]:
+        """Ids of completed, not yet expired tasks whose ``expires_at`` is at or before
+        ``before``, soonest first (the sweep's view of expiry steps that may be lost)."""
+        ids = await self.redis.zrangebyscore(
+            keys.COMPLETED_TASKS, "-inf", _ms(before), start=0, num=limit
+        )
+        return [str(i) for i in ids]
+
+    async def forget_completed(self, task_ids: Iterable[str]) -> None:
+        """Drop ids from the completed index (their records are gone)."""
+        ids = list(task_ids)
+        if ids:
+            await self.redis.zrem(keys.COMPLETED_TASKS, *ids)
 
     async def cancel_export(
         self, export_id: str, now: datetime, finished: Callable[[ExportRecord, TaskRecord], bool]

@@ -60,6 +60,44 @@ async def test_the_sweep_recreates_a_queued_poll_deleted_by_hand_and_the_export_
         assert "sweep repaired" in stack.log_text()
 
 
+async def test_the_sweep_recreates_a_lost_expiry_step_and_the_links_expire(
+    redis_url: str,
+    upstream_url: str,
+    sandbox: httpx.Client,
+    redis_client: Redis,
+    tmp_path: Path,
+) -> None:
+    metrics_port = free_port()
+    with running_stack(
+        redis_url,
+        upstream_url,
+        tmp_path,
+        GATEWAY_LINK_RETENTION_SECONDS="3",
+        GATEWAY_EXPIRY_WARNING_SECONDS="0",
+        GATEWAY_SWEEP_INTERVAL_SECONDS="0.5",
+        GATEWAY_SWEEP_GRACE_SECONDS="1",
+        GATEWAY_WORKER_METRICS_PORT=str(metrics_port),
+    ) as stack:
+        async with stack.client() as api:
+            created = (await api.post("/v1/exports", json=QUERY)).json()
+            done = await wait_for(api, created["id"], statuses=("completed",))
+        raw = await redis_client.get(f"gw:export:{created['id']}")
+        assert raw is not None
+        task_id = httpx.Response(200, content=raw).json()["task_id"]
+        expire_key = f"expire:{task_id}"
+        assert await redis_client.delete(f"arq:job:{expire_key}") == 1
+        assert await redis_client.zrem("arq:queue", expire_key) == 1
+
+        async def links_gone() -> bool:
+            task = await redis_client.get(f"gw:task:{task_id}")
+            return task is not None and '"status":"expired"' in task
+
+        await wait_until(links_gone, timeout=30)
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+    assert done["links"]
+    assert metric(scraped, "gateway_sweep_repairs_total", kind="expiry") == 1
+
+
 @pytest.fixture
 async def runtime(redis_url: str, upstream_url: str) -> AsyncIterator[Runtime]:
     settings = Settings(
