@@ -55,10 +55,13 @@ class Settings(BaseSettings):
     upstream_task_max_age_seconds: float = Field(6 * 3600, gt=0)
     record_retention_seconds: float = Field(90 * 86400, gt=0)
     fields_cache_seconds: float = Field(3600, gt=0)
+    fields_stale_seconds: float = Field(86400, ge=0)
     worker_max_jobs: int = Field(50, ge=1)
+    worker_job_timeout_seconds: float = Field(120, gt=0)
     queue_poll_seconds: float = Field(0.5, gt=0)
     sweep_grace_seconds: float = Field(60, gt=0)
     log_level: str = "INFO"
+    client_rate_limit_per_minute: int = Field(0, ge=0)
     # Operations (issue 7).
     sweep_interval_seconds: float = Field(60, gt=0)
     heartbeat_seconds: float = Field(5, gt=0)

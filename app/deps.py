@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.exports.csv import CsvService
+from app.exports.idempotency import IdempotencyKeys
 from app.exports.service import ExportService
 from app.logs import bind
+from app.ratelimit import ClientRateLimiter
 from app.runtime import Runtime
 from app.webhooks.service import WebhookService
+
+# Declares the bearer scheme in the OpenAPI document (and the Authorize button in /docs);
+# the key itself is checked by ApiKeys, which answers 401 problems.
+bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API key>`")
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -32,9 +39,9 @@ def get_webhooks(request: Request) -> WebhookService:
 
 def get_client_id(
     request: Request,
-    authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
 ) -> str:
-    client_id: str = request.app.state.api_keys.client_for(authorization)
+    client_id: str = request.app.state.api_keys.client_for(request.headers.get("authorization"))
     request.state.client_id = client_id
     bind(client_id=client_id)
     return client_id
@@ -45,3 +52,17 @@ ExportsDep = Annotated[ExportService, Depends(get_exports)]
 CsvDep = Annotated[CsvService, Depends(get_csv)]
 ClientId = Annotated[str, Depends(get_client_id)]
 WebhooksDep = Annotated[WebhookService, Depends(get_webhooks)]
+
+
+def get_idempotency_keys(runtime: RuntimeDep) -> IdempotencyKeys:
+    return IdempotencyKeys(runtime.redis)
+
+
+async def admit_client(client_id: ClientId, runtime: RuntimeDep) -> None:
+    """Counts the request against the client's rate limit (429 when over it)."""
+    limiter = ClientRateLimiter(runtime.redis, runtime.settings.client_rate_limit_per_minute)
+    await limiter.admit(client_id)
+
+
+IdempotencyDep = Annotated[IdempotencyKeys, Depends(get_idempotency_keys)]
+RateLimited = Depends(admit_client)

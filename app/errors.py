@@ -32,6 +32,8 @@ class MemberProblem:
     detail: str
 
     def as_json(self) -> dict[str, str]:
+        if self.member == "body":  # the whole body: the JSON Pointer to the root
+            return {"member": self.member, "pointer": "", "detail": self.detail}
         pointer = "/" + self.member.replace("[", "/").replace("]", "").replace(".", "/")
         return {"member": self.member, "pointer": pointer, "detail": self.detail}
 

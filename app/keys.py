@@ -12,9 +12,11 @@ All keys start with ``gw:`` so that an operator can tell them from arq's own ``a
     gw:latest:{fingerprint}        STR    the task id of the newest completed run of a query
     gw:upstream:waiting            ZSET   queued task ids waiting for an upstream slot (FIFO)
     gw:upstream:active             ZSET   task ids holding an upstream slot
-    gw:upstream:requests           ZSET   recent upstream request times (sliding-window limiter)
+    gw:upstream:requests           ZSET   upstream requests in flight or recently answered (pacer)
     gw:fields:{site_id}            JSON   cached export fields of a site
+    gw:fields:{site_id}:lock       STR    held by the one process fetching a site's fields
     gw:idem:{client_id}:{digest}   JSON   an Idempotency-Key's stored answer
+    gw:ratelimit:{client_id}       ZSET   the client's recent POST /v1/exports (sliding window)
     gw:event:{event_id}            JSON   one webhook event and its delivery state
     gw:export:{export_id}:events   LIST   event ids of an export, oldest first
     gw:export:{export_id}:attempts LIST   JSON delivery attempts of an export, oldest first
@@ -66,8 +68,16 @@ def site_fields(site_id: int) -> str:
     return f"{PREFIX}fields:{site_id}"
 
 
+def site_fields_lock(site_id: int) -> str:
+    return f"{PREFIX}fields:{site_id}:lock"
+
+
 def idempotency(client_id: str, digest: str) -> str:
     return f"{PREFIX}idem:{client_id}:{digest}"
+
+
+def client_rate_window(client_id: str) -> str:
+    return f"{PREFIX}ratelimit:{client_id}"
 
 
 def event(event_id: str) -> str:

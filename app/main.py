@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import problems
+from app import docs, problems
 from app.auth import ApiKeys
 from app.config import get_settings
 from app.exports.link_routes import router as export_links_router
@@ -19,7 +19,9 @@ from app.exports.routes import router as exports_router
 from app.health import router as health_router
 from app.logs import configure_for
 from app.middleware import RequestContextMiddleware
+from app.requestbody import RequestBodyGuard
 from app.runtime import build_runtime
+from app.upstream.routes import router as upstream_router
 from app.webhooks.routes import router as webhooks_router
 from worker.tasks import ArqJobQueue
 
@@ -45,13 +47,18 @@ def create_app() -> FastAPI:
         version="0.1.0",
         summary="Asynchronous exports of Ironclad Clickwrap activity, done once and done well.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    app.add_middleware(RequestBodyGuard)
+    docs.install(app)
     problems.install(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(exports_router)
     app.include_router(export_links_router)
     app.include_router(webhooks_router)
     app.include_router(health_router)
+    app.include_router(upstream_router)
     return app
 
 

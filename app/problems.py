@@ -48,6 +48,38 @@ def _problem_response(status: int, description: str) -> dict[str, Any]:
     }
 
 
+_PROBLEM_DESCRIPTIONS: dict[int, str] = {
+    400: "Malformed request: invalid JSON, a bad header value",
+    401: "Missing or wrong API key",
+    404: "No such export (or another client's)",
+    409: "Conflict with the export's state or with a request in flight",
+    410: "Gone",
+    413: "The body is over 64 KiB",
+    415: "The body is not application/json",
+    422: "A member of the request is invalid; `errors` names each one",
+    429: "Too many requests; retry after `Retry-After` seconds",
+    502: "Upstream refused the request",
+    503: "Redis or upstream unreachable; retry after `Retry-After` seconds",
+}
+_RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for these error statuses, each an
+    ``application/problem+json`` Problem (``app.docs`` moves the media type)."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        entry: dict[str, Any] = {"description": _PROBLEM_DESCRIPTIONS[status], "model": Problem}
+        if status in (409, 429, 503):
+            entry["headers"] = _RETRY_AFTER
+        if status == 401:
+            entry["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+        responses[status] = entry
+    return responses
+
+
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "Malformed request", "model": Problem},
     401: {"description": "Missing or wrong API key", "model": Problem},
@@ -80,7 +112,8 @@ def validation_problem(exc: RequestValidationError) -> GatewayError:
         loc = tuple(err.get("loc", ()))
         message = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
         if err.get("type") == "json_invalid":
-            return BadRequest(f"the body is not valid JSON: {message}")
+            detail = f"the body is not valid JSON: {err.get('ctx', {}).get('error', message)}"
+            return BadRequest(detail, errors=[MemberProblem("body", detail)])
         if err.get("type") == "missing" and loc == ("body",):
             problems.append(MemberProblem("body", "a JSON object is required"))
             continue
@@ -100,12 +133,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        error = GatewayError(str(exc.detail), headers=dict(exc.headers or {}))
-        response = render(error, request)
+        detail = str(exc.detail)
+        # FastAPI's own 400: a body it could not read as JSON text (e.g. not UTF-8).
+        errors = [MemberProblem("body", detail)] if exc.status_code == 400 else None
+        error = GatewayError(detail, errors=errors)
         body = error.problem(instance=request.url.path)
         body.update(status=exc.status_code, title=_title(exc.status_code))
         body["type"] = f"https://export-gateway.internal/problems/http-{exc.status_code}"
-        return JSONResponse(body, exc.status_code, response.headers, media_type=PROBLEM_JSON)
+        headers = dict(exc.headers or {})  # e.g. Allow on a 405
+        return JSONResponse(body, exc.status_code, headers, media_type=PROBLEM_JSON)
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)

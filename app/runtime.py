@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import httpx
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from app.config import Settings
 from app.exports.csv import CsvService
@@ -18,6 +18,8 @@ from app.exports.lifecycle import Notifier, TaskLifecycle
 from app.exports.service import ExportService
 from app.exports.store import ExportStore
 from app.jobs import JobQueue
+from app.upstream.activity import ActivityService
+from app.upstream.catalog import FieldCatalog
 from app.upstream.client import UpstreamClient
 from app.upstream.pacing import RequestPacer
 from app.webhooks.service import WebhookService
@@ -26,16 +28,31 @@ from app.webhooks.ssrf import CallbackPolicy, guarded_client
 from app.webhooks.store import WebhookStore
 
 REDIS_TIMEOUT_SECONDS = 2.0
+UPSTREAM_CONNECT_SECONDS = 10.0
+
+
+REDIS_MAX_CONNECTIONS = 200
+
+
+def redis_pool(url: str, **options: object) -> BlockingConnectionPool:
+    """A pool whose every wait is bounded by ``REDIS_TIMEOUT_SECONDS``: connecting, each
+    reply, and waiting for a free connection. (The default pool connects new connections
+    one at a time under a lock, so against a frozen Redis concurrent requests queued for
+    2 s each; this one connects outside its lock.)"""
+    pool: BlockingConnectionPool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=REDIS_MAX_CONNECTIONS,
+        timeout=REDIS_TIMEOUT_SECONDS,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        **options,
+    )
+    return pool
 
 
 def connect_redis(settings: Settings) -> Redis:
-    redis: Redis = Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_timeout=REDIS_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-        health_check_interval=15,
-    )
+    pool = redis_pool(settings.redis_url, decode_responses=True, health_check_interval=15)
+    redis: Redis = Redis.from_pool(pool)
     return redis
 
 
@@ -50,11 +67,14 @@ class Runtime:
     exports: ExportService
     notifier: Notifier | None
     webhooks: WebhookService
+    catalog: FieldCatalog
+    activity: ActivityService
     # CSV links are fetched by their own client: no upstream token, no redirects, no proxies.
     link_http: httpx.AsyncClient
     csv: CsvService
 
     async def close(self) -> None:
+        await self.catalog.close()
         await self.link_http.aclose()
         await self.http.aclose()
         await self.webhooks.client.aclose()
@@ -68,7 +88,7 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
     policy = CallbackPolicy.from_setting(settings.webhook_allowed_networks)
     redis = connect_redis(settings)
     http = httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=10.0),
+        timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=UPSTREAM_CONNECT_SECONDS),
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         follow_redirects=False,
         trust_env=False,
@@ -78,7 +98,12 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         http,
         base_url=settings.upstream_base_url,
         token=token,
-        pacer=RequestPacer(redis, settings.upstream_max_rps),
+        pacer=RequestPacer(
+            redis,
+            settings.upstream_max_rps,
+            # an upper bound on one request's life: connect, then the per-phase timeouts
+            hold_seconds=UPSTREAM_CONNECT_SECONDS + 2 * settings.upstream_timeout_seconds,
+        ),
     )
     store = ExportStore(redis, record_ttl=settings.record_retention_seconds)
     webhooks = WebhookService(
@@ -94,12 +119,21 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
     lifecycle = TaskLifecycle(
         settings=settings, store=store, queue=queue, upstream=upstream, notifier=notifier
     )
+    catalog = FieldCatalog(
+        redis,
+        upstream,
+        fresh_seconds=settings.fields_cache_seconds,
+        stale_seconds=settings.fields_stale_seconds,
+        wait_seconds=settings.upstream_timeout_seconds,
+    )
+    activity = ActivityService(upstream, wait_seconds=settings.upstream_timeout_seconds)
     exports = ExportService(
         store=store,
         lifecycle=lifecycle,
         notifier=notifier,
         poll_initial_seconds=settings.poll_initial_seconds,
         callbacks=webhooks,
+        catalog=catalog,
     )
     link_http = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=10.0),
@@ -118,6 +152,8 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         exports,
         notifier,
         webhooks,
+        catalog,
+        activity,
         link_http,
         csv,
     )

@@ -74,3 +74,40 @@ def stack(
     """API + one worker with the suite's defaults (fast polling)."""
     with running_stack(redis_url, upstream_url, tmp_path) as gateway:
         yield gateway
+
+
+SHARED_DB = 0
+
+
+@pytest.fixture(scope="module")
+def shared_stack(
+    request: pytest.FixtureRequest,
+    redis_server: LocalRedis,
+    sandbox_server: ServerThread,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    """A stack shared by the tests of one module, for tests that only read or that submit
+    queries of their own (starting the API and a worker costs seconds; a module pays once).
+
+    It runs on a database of its own (0; the per-test ones are 1-15), flushed when it starts,
+    with the settings of the module's ``SHARED_STACK_ENV`` (a dict), if any. Its tests must use
+    site ids and filters no other test of the module uses, so that caches and coalescing cannot
+    join them; the sandbox is still reset before each test by the ``sandbox`` fixture.
+    """
+    with redis.Redis(port=redis_server.port, db=SHARED_DB) as control:
+        control.flushdb()
+    with running_stack(
+        f"redis://127.0.0.1:{redis_server.port}/{SHARED_DB}",
+        f"{sandbox_server.url}/v1.1",
+        tmp_path_factory.mktemp("shared-stack"),
+        **getattr(request.module, "SHARED_STACK_ENV", {}),
+    ) as stack:
+        yield stack
+
+
+@pytest.fixture
+async def shared_redis(redis_server: LocalRedis) -> AsyncIterator[AsyncRedis]:
+    """A client of the shared stack's database."""
+    client = AsyncRedis(port=redis_server.port, db=SHARED_DB, decode_responses=True)
+    yield client
+    await client.aclose()

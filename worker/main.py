@@ -81,7 +81,8 @@ class WorkerSettings:
     redis_settings: RedisSettings = tasks.redis_settings(_settings)
     max_jobs = _settings.worker_max_jobs
     poll_delay = _settings.queue_poll_seconds
-    job_timeout = 120
+    # A job killed with its worker runs again on another after this (plus arq's 10 s).
+    job_timeout = _settings.worker_job_timeout_seconds
     keep_result = 0
     max_tries = 20
     allow_abort_jobs = False

@@ -12,14 +12,14 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis, RedisSettings
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from redis.exceptions import RedisError
 
 from app import metrics
 from app.config import Settings
 from app.jobs import JobName
-from app.runtime import Runtime
+from app.runtime import Runtime, redis_pool
 from app.webhooks.service import parse_delivery_subject
 
 Ctx = dict[str, Any]
@@ -52,7 +52,12 @@ class ArqJobQueue:
 
     @classmethod
     async def connect(cls, settings: Settings) -> ArqJobQueue:
-        return cls(await create_pool(redis_settings(settings)))
+        """A queue for the API process. Unlike ``create_pool``'s, its connections time out
+        (like ``app.runtime``'s), so a request never hangs on an unresponsive Redis."""
+        redis = ArqRedis(redis_pool(settings.redis_url, encoding="utf8"))
+        redis.auto_close_connection_pool = True  # aclose() closes the pool too
+        await redis.ping()
+        return cls(redis)
 
     async def schedule(self, job: JobName, subject_id: str, *, key: str, delay: float = 0) -> bool:
         enqueued = await self.pool.enqueue_job(

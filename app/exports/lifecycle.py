@@ -185,19 +185,18 @@ class TaskLifecycle:
         failures = task.failures + 1
         since = task.failing_since or now
         elapsed = (now - since).total_seconds()
-        if (
-            failures > self.settings.upstream_max_retries
-            or elapsed > self.settings.upstream_retry_max_seconds
-        ):
+        remaining = self.settings.upstream_retry_max_seconds - elapsed
+        if exc.retry_after is not None:
+            delay = exc.retry_after  # never earlier than upstream asked
+        else:  # exponential backoff with full jitter, never past the time budget
+            delay = random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**failures))
+            delay = min(delay, max(remaining, 0.0))
+        if failures > self.settings.upstream_max_retries or delay > remaining:
             message = f"gave up after {failures} attempts over {elapsed:.0f} s: {exc.message}"
             await self._finish_failed(
                 task.id, ErrorInfo(code="upstream_unavailable", message=message)
             )
             return
-        if exc.retry_after is not None:
-            delay = exc.retry_after
-        else:  # exponential backoff with full jitter
-            delay = random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**failures))
         key = f"{job.removesuffix('_task')}:{task.id}:{task.polls}:retry{failures}"
         log.warning(
             "upstream trouble; retrying",

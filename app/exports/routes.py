@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from typing import Annotated
 
-from app.deps import ClientId, ExportsDep
-from app.exports.schemas import Export, ExportRequest
-from app.problems import PROBLEM_RESPONSES
+from fastapi import APIRouter, Header, Query, Response, status
+from fastapi.responses import JSONResponse
 
-router = APIRouter(prefix="/v1/exports", tags=["exports"], responses=PROBLEM_RESPONSES)
+from app.deps import ClientId, ExportsDep, IdempotencyDep, RateLimited
+from app.exports.idempotency import HEADER as IDEMPOTENCY_KEY
+from app.exports.idempotency import StoredAnswer, request_hash
+from app.exports.schemas import Export, ExportPage, ExportRequest, ExportStatus
+from app.problems import problem_responses
+
+router = APIRouter(prefix="/v1/exports", tags=["exports"], responses=problem_responses(401, 503))
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds until the gateway next asks upstream (only while unfinished)",
+        "schema": {"type": "integer"},
+    }
+}
 
 
 @router.post(
@@ -16,17 +28,93 @@ router = APIRouter(prefix="/v1/exports", tags=["exports"], responses=PROBLEM_RES
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Export,
     summary="Accept an export request",
-    responses={202: {"headers": {"Location": {"schema": {"type": "string"}}}}},
+    description="Answers at once with the export (`queued`, or `running`/`completed` when it "
+    "shares an identical export's upstream task) and `Location`. With `Idempotency-Key`, the "
+    "same key and body answer the first response again (header `Idempotent-Replayed: true`).",
+    responses={
+        202: {
+            "description": "Accepted",
+            "headers": {
+                "Location": {"description": "The export's URL", "schema": {"type": "string"}},
+                "Idempotent-Replayed": {
+                    "description": "`true` when this is a stored answer to an earlier request",
+                    "schema": {"type": "string"},
+                },
+            },
+        },
+        **problem_responses(400, 409, 413, 415, 422, 429),
+    },
+    dependencies=[RateLimited],
 )
 async def submit_export(
-    body: ExportRequest, client_id: ClientId, exports: ExportsDep, response: Response
-) -> Export:
-    export = await exports.submit(client_id, body)
-    response.headers["Location"] = f"/v1/exports/{export.id}"
-    return export
+    body: ExportRequest,
+    client_id: ClientId,
+    exports: ExportsDep,
+    idempotency: IdempotencyDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias=IDEMPOTENCY_KEY,
+            description="At most 255 characters, kept 24 hours per client: the same key with "
+            "the same body answers the first response again; with another body, 422; while the "
+            "first request is still being handled, 409.",
+            examples=["9d1c7f52-4e0b-4a8e-9c1e-0b5f3f1f2a77"],
+        ),
+    ] = None,
+) -> JSONResponse:
+    async def accept() -> StoredAnswer:
+        export = await exports.submit(client_id, body)
+        return StoredAnswer(
+            status=status.HTTP_202_ACCEPTED,
+            headers={"Location": f"/v1/exports/{export.id}"},
+            body=export.model_dump(mode="json"),
+        )
+
+    parsed = body.model_dump(mode="json", exclude_unset=True)
+    answer = await idempotency.run(client_id, idempotency_key, request_hash(parsed), accept)
+    headers = dict(answer.headers)
+    if answer.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(answer.body, answer.status, headers=headers)
 
 
-@router.get("/{export_id}", response_model=Export, summary="One export")
+@router.get(
+    "",
+    response_model=ExportPage,
+    summary="The caller's exports, newest first",
+    description="Pages are stable while new exports are submitted: pass `next_cursor` back as "
+    "`cursor`; newer exports never show up in later pages. With `status`, a page may hold "
+    "fewer than `limit` exports; only `next_cursor: null` means the end.",
+    responses=problem_responses(422),
+)
+async def list_exports(
+    client_id: ClientId,
+    exports: ExportsDep,
+    status: Annotated[
+        ExportStatus | None, Query(description="Only exports with this status.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="Exports per page (1 to 100).")] = 20,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="`next_cursor` of the previous page (opaque).",
+            examples=["MTc2NDIzNzYwMDAwMDpleHBfM2tUTWQ5eDBRZTJiVzdzWXYxTGNSZw"],
+        ),
+    ] = None,
+) -> ExportPage:
+    return await exports.page(client_id, status=status, limit=limit, cursor=cursor)
+
+
+@router.get(
+    "/{export_id}",
+    response_model=Export,
+    summary="One export",
+    responses={
+        200: {"description": "The export", "headers": _RETRY_AFTER},
+        **problem_responses(404),
+    },
+)
 async def get_export(
     export_id: str, client_id: ClientId, exports: ExportsDep, response: Response
 ) -> Export:
@@ -34,3 +122,16 @@ async def get_export(
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)
     return export
+
+
+@router.delete(
+    "/{export_id}",
+    response_model=Export,
+    summary="Cancel an unfinished export",
+    description="A queued or running export becomes `canceled` and sends no webhooks. Its "
+    "upstream task stops (and frees its slot) unless other exports share it; they carry on. "
+    "A finished export answers 409.",
+    responses=problem_responses(404, 409),
+)
+async def cancel_export(export_id: str, client_id: ClientId, exports: ExportsDep) -> Export:
+    return await exports.cancel(client_id, export_id)

@@ -32,6 +32,7 @@ ExportStatus = Literal["queued", "running", "completed", "failed", "canceled", "
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "canceled", "expired"})
 REQUIRED_FIELDS: tuple[str, ...] = ("id", "signer_id", "created_time")
 MAX_METADATA_BYTES = 4096
+MAX_AGE_LIMIT_SECONDS = 10 * 365 * 86400
 
 
 def _iso(value: datetime) -> str:
@@ -78,6 +79,7 @@ class ExportRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,  # JSON types as declared: no "5193" for 5193, no false for 0
         json_schema_extra={
             "examples": [
                 {
@@ -98,13 +100,18 @@ class ExportRequest(BaseModel):
         Field(max_length=200),
         AfterValidator(_check_field_names),
     ] = Field(None, description="Columns; id, signer_id and created_time are always sent first.")
-    site_id: int | None = Field(None, ge=1, description="The Clickwrap site to export from.")
+    site_id: int | None = Field(
+        None, ge=1, le=2**53, description="The Clickwrap site to export from."
+    )
     callback_url: str | None = Field(None, max_length=2048, description="Where webhooks go.")
     metadata: Annotated[dict[str, Any] | None, AfterValidator(_check_metadata)] = Field(
         None, description="A JSON object of at most 4 KiB, echoed in the export and webhooks."
     )
     max_age_seconds: int = Field(
-        0, ge=0, description="Reuse a completed identical export no older than this."
+        0,
+        ge=0,
+        le=MAX_AGE_LIMIT_SECONDS,
+        description="Reuse a completed identical export no older than this (at most 10 years).",
     )
 
     @field_validator("filter")
@@ -114,6 +121,12 @@ class ExportRequest(BaseModel):
 
 
 class ErrorInfo(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"code": "upstream_failed", "message": "the upstream task ended failed"}]
+        }
+    )
+
     code: str
     message: str
 
@@ -173,8 +186,33 @@ class ExportRecord(BaseModel):
     canceled_at: UtcTime | None = None
 
 
+EXPORT_EXAMPLE: dict[str, Any] = {
+    "id": "exp_3kTMd9x0Qe2bW7sYv1LcRg",
+    "status": "completed",
+    "filter": "created_time>=2020-10-10 and event_type==agreed",
+    "fields": ["id", "signer_id", "created_time", "connection_data.remote_address"],
+    "site_id": 5193,
+    "callback_url": "https://billing.internal.example/hooks/exports",
+    "metadata": {"ticket": "OPS-12"},
+    "coalesced": False,
+    "upstream_task_id": "5f88abf5f4689d7295cf1134",
+    "upstream_status": "complete",
+    "links": ["https://files.example/export-1.csv", "https://files.example/export-2.csv"],
+    "created_at": "2026-11-27T10:00:00Z",
+    "submitted_at": "2026-11-27T10:00:01Z",
+    "completed_at": "2026-11-27T10:04:12Z",
+    "expires_at": "2026-12-27T10:04:12Z",
+    "polls": 7,
+    "error": None,
+    "fields_verified": True,
+    "canceled_at": None,
+}
+
+
 class Export(BaseModel):
     """The caller-facing export (CONTRACT.md, "The export")."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXPORT_EXAMPLE]})
 
     id: str
     status: ExportStatus
@@ -228,3 +266,23 @@ class Export(BaseModel):
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+
+class ExportPage(BaseModel):
+    """One page of ``GET /v1/exports``, newest first."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "data": [EXPORT_EXAMPLE],
+                    "next_cursor": "MTc2NDIzNzYwMDAwMDpleHBfM2tUTWQ5eDBRZTJiVzdzWXYxTGNSZw",
+                }
+            ]
+        }
+    )
+
+    data: list[Export]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null when there are no more."
+    )

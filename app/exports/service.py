@@ -18,15 +18,19 @@ from typing import Protocol
 from app import metrics
 from app.clock import utcnow
 from app.errors import Conflict, NotFound, invalid
+from app.exports import listing
 from app.exports.lifecycle import Notifier, TaskLifecycle
 from app.exports.schemas import (
     Export,
+    ExportPage,
     ExportRecord,
     ExportRequest,
+    ExportStatus,
     TaskRecord,
     normalise_fields,
 )
 from app.exports.store import ExportStore
+from app.upstream.catalog import FieldCatalog
 from app.upstream.filters import FilterSyntaxError, normalise_filter
 
 log = logging.getLogger(__name__)
@@ -63,8 +67,10 @@ class ExportService:
         notifier: Notifier | None,
         poll_initial_seconds: float,
         callbacks: CallbackCheck | None = None,
+        catalog: FieldCatalog | None = None,
     ) -> None:
         self.store = store
+        self.catalog = catalog
         self.lifecycle = lifecycle
         self.notifier = notifier
         self.poll_initial_seconds = poll_initial_seconds
@@ -78,6 +84,7 @@ class ExportService:
         fields = normalise_fields(request.fields)
         if request.callback_url is not None and self.callbacks is not None:
             await self.callbacks.check_callback(client_id, request.callback_url)
+        fields_verified = await self._verify_fields(request)
         now = utcnow()
         task = TaskRecord(
             id=new_task_id(),
@@ -97,8 +104,10 @@ class ExportService:
             callback_url=request.callback_url,
             metadata=request.metadata,
             coalesced=False,
+            fields_verified=fields_verified,
             created_at=now,
         )
+        # Any age past the links' retention means "any": cap it so that the date stays valid.
         oldest = now - timedelta(seconds=request.max_age_seconds)
 
         def reusable(done: TaskRecord) -> bool:
@@ -131,6 +140,14 @@ class ExportService:
                 await self.notifier.publish(submitted.export, export, "export.expiring")
         return export
 
+    async def _verify_fields(self, request: ExportRequest) -> bool | None:
+        """None: nothing to check (no site or no fields); True: checked against the site's
+        fields; False: upstream could not tell us the site's fields, so the export goes ahead
+        unchecked. Unknown fields answer 422 naming each (``FieldCatalog.verify``)."""
+        if self.catalog is None or request.site_id is None or not request.fields:
+            return None
+        return await self.catalog.verify(request.site_id, request.fields)
+
     async def get(self, client_id: str, export_id: str) -> tuple[Export, int | None]:
         """The export, and while it is unfinished, how many seconds to wait before asking
         again (the time until the gateway next asks upstream)."""
@@ -156,6 +173,34 @@ class ExportService:
             metadata=record.metadata,
         )
         return await self.submit(client_id, request)
+
+    async def page(
+        self, client_id: str, *, status: ExportStatus | None, limit: int, cursor: str | None
+    ) -> ExportPage:
+        """The client's exports, newest first, one page at a time (see ``listing``)."""
+        return await listing.list_exports(
+            self.store, client_id, status=status, limit=limit, cursor=cursor
+        )
+
+    async def cancel(self, client_id: str, export_id: str) -> Export:
+        """Cancel an unfinished export. Its task stops (and frees its upstream slot) only when
+        no other export follows it; otherwise it carries on serving them."""
+        await self._load(client_id, export_id)
+        outcome, record, task = await self.store.cancel_export(
+            export_id, utcnow(), lambda r, t: Export.of(r, t).finished
+        )
+        if outcome == "missing" or record is None or task is None:
+            raise NotFound(f"no export {export_id!r}")
+        export = Export.of(record, task)
+        if outcome == "finished":
+            raise Conflict(
+                f"export {export_id!r} is already {export.status}; only a queued or running "
+                "export can be canceled",
+                extra={"export_status": export.status},
+            )
+        if task.status == "canceled":  # nobody else followed it: its slot is free again
+            await self.lifecycle.dispatch()
+        return export
 
     async def _load(self, client_id: str, export_id: str) -> tuple[ExportRecord, TaskRecord]:
         if not EXPORT_ID.match(export_id):

@@ -83,6 +83,31 @@ class ExportStore:
         raws = await self.redis.mget([keys.export(e) for e in export_ids])
         return [ExportRecord.model_validate_json(r) if r else None for r in raws]
 
+    async def client_exports_before(
+        self, client_id: str, before: tuple[int, str] | None, count: int
+    ) -> list[tuple[str, int]]:
+        """Up to ``count`` of the client's (export id, creation ms), newest first, strictly
+        after the position ``before`` in that order (ms descending, then id descending: the
+        order Redis gives equal scores in reverse). New exports are newer than any position
+        already handed out, so they never shift what comes after it."""
+        key = keys.client_exports(client_id)
+        high: float | str = "+inf" if before is None else before[0]
+        found: list[tuple[str, int]] = []
+        offset = 0
+        while len(found) < count:
+            chunk = await self.redis.zrevrangebyscore(
+                key, high, "-inf", start=offset, num=count, withscores=True
+            )
+            for member, score in chunk:
+                ms = int(score)
+                # Equal scores at the cursor's millisecond: only ids that sort below it.
+                if before is None or ms < before[0] or member < before[1]:
+                    found.append((member, ms))
+            if len(chunk) < count:
+                break
+            offset += len(chunk)
+        return found[:count]
+
     async def task_export_ids(self, task_id: str) -> list[str]:
         members: set[str] = await self.redis.smembers(keys.task_exports(task_id))  # type: ignore[misc]
         return sorted(members)

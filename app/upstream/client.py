@@ -101,33 +101,33 @@ class UpstreamClient:
             ) from None
 
     async def _send(self, method: str, path: str, params: Mapping[str, str]) -> httpx.Response:
-        await self._pacer.permit()
         headers = {"Accept": "application/json"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
-        started = time.perf_counter()
         route = _route(path)
-        outcome = "network"
-        try:
-            response = await self._http.request(
-                method, self._base + path, params=params, headers=headers
-            )
-            outcome = str(response.status_code)
-        except httpx.TimeoutException:
-            outcome = "timeout"
-            raise UpstreamNetworkError(f"upstream timed out on {method} {route}") from None
-        except httpx.HTTPError as exc:
-            raise UpstreamNetworkError(
-                f"upstream unreachable on {method} {route}: {type(exc).__name__}"
-            ) from None
-        finally:
-            seconds = time.perf_counter() - started
-            metrics.UPSTREAM_REQUESTS.labels(route, method, outcome).inc()
-            metrics.UPSTREAM_LATENCY.labels(route, method).observe(seconds)
-            log.debug(
-                "upstream request",
-                extra={"route": route, "method": method, "status": outcome, "seconds": seconds},
-            )
+        async with self._pacer.request():
+            started = time.perf_counter()
+            outcome = "network"
+            try:
+                response = await self._http.request(
+                    method, self._base + path, params=params, headers=headers
+                )
+                outcome = str(response.status_code)
+            except httpx.TimeoutException:
+                outcome = "timeout"
+                raise UpstreamNetworkError(f"upstream timed out on {method} {route}") from None
+            except httpx.HTTPError as exc:
+                raise UpstreamNetworkError(
+                    f"upstream unreachable on {method} {route}: {type(exc).__name__}"
+                ) from None
+            finally:
+                seconds = time.perf_counter() - started
+                metrics.UPSTREAM_REQUESTS.labels(route, method, outcome).inc()
+                metrics.UPSTREAM_LATENCY.labels(route, method).observe(seconds)
+                log.debug(
+                    "upstream request",
+                    extra={"route": route, "method": method, "status": outcome, "seconds": seconds},
+                )
         if response.is_success:
             return response
         raise self._error(method, route, response)

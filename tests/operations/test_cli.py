@@ -79,3 +79,21 @@ async def test_check_exits_zero_when_ready_and_non_zero_when_not(stack: Stack) -
     assert not_ready.returncode == 1 and "no worker" in not_ready.stderr
     stack.stop_all()
     assert _run(stack, "check", key=None).returncode == 3
+
+
+async def test_list_and_cancel_work_from_the_command_line(
+    stack: Stack, sandbox: httpx.Client
+) -> None:
+    sandbox.post("/_sandbox/config", json={"never_finish": True}).raise_for_status()
+    first = json.loads(_run(stack, "submit", "--filter", "event_type==agreed").stdout)
+    second = json.loads(_run(stack, "submit", "--filter", "event_type==sent").stdout)
+    listed = _run(stack, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert [e["id"] for e in json.loads(listed.stdout)["data"]] == [second["id"], first["id"]]
+    canceled = _run(stack, "cancel", first["id"])
+    assert canceled.returncode == 0, canceled.stderr
+    assert json.loads(canceled.stdout)["status"] == "canceled"
+    only = json.loads(_run(stack, "list", "--status", "canceled", "--limit", "5").stdout)
+    assert [e["id"] for e in only["data"]] == [first["id"]]
+    again = _run(stack, "cancel", first["id"])
+    assert again.returncode == 1 and "HTTP 409" in again.stderr

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from pathlib import Path
 
 import httpx
+import pytest
 from redis.asyncio import Redis
 
-from tests.support import running_stack, wait_for, wait_until
+from tests.support import Stack, running_stack, wait_for, wait_until
 
 QUERY = {"filter": "event_type==agreed", "fields": ["event_type"]}
 
@@ -42,3 +44,25 @@ async def test_sigterm_during_a_poll_loop_loses_nothing_and_creates_no_second_ta
     assert done["polls"] >= 2
     stats = sandbox.get("/_sandbox/stats").json()
     assert stats["tasks_created"] == 1
+
+
+async def test_sigterm_on_the_api_finishes_the_request_in_flight_then_exits(
+    stack: Stack, sandbox: httpx.Client
+) -> None:
+    # GET /v1/activity asks upstream while the caller waits; upstream takes 2 s to answer.
+    sandbox.post("/_sandbox/config", json={"slow_rate": 1.0, "slow_seconds": 2}).raise_for_status()
+    api_process = stack.processes[0]
+    async with stack.client() as api:
+        in_flight = asyncio.create_task(api.get("/v1/activity", params={"per_page": 5}))
+        await wait_until(
+            lambda: sandbox.get("/_sandbox/stats").json()["faults_injected"].get("slow")
+        )
+        api_process.send_signal(signal.SIGTERM)
+        answered = await in_flight
+    assert answered.status_code == 200, answered.text
+    assert len(answered.json()["data"]) == 5
+    # uvicorn finishes gracefully, then re-raises the signal so supervisors see why it ended.
+    assert api_process.wait(timeout=20) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete." in stack.log_text()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{stack.api_url}/healthz")
