@@ -55,7 +55,12 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
     return JSONResponse({"status": "ready", "redis": "up", "worker_seconds_ago": round(age, 1)})
 
 
-@router.get("/metrics", summary="Prometheus metrics of this API process")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics of this API process",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def prometheus_metrics(runtime: RuntimeDep) -> Response:
     try:
         await metrics.refresh_queue_gauges(

@@ -84,7 +84,9 @@ async def test_upstream_errors_are_counted_by_status_code(
         redis_url, upstream_url, tmp_path, GATEWAY_WORKER_METRICS_PORT=str(port)
     ) as stack:
         async with stack.client() as api:
-            created = (await api.post("/v1/exports", json={**QUERY, "site_id": 403})).json()
+            created = (
+                await api.post("/v1/exports", json={"filter": "batch==403", "site_id": 403})
+            ).json()
             done = await wait_for(api, created["id"])
         worker = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     assert done["status"] == "failed"
