@@ -1,9 +1,11 @@
-"""``export-gateway``: the dev runner and the sandbox upstream, from one console script.
+"""``export-gateway``: the dev runner, the sandbox upstream and the HTTP client.
 
 export-gateway run       Redis (private, unless GATEWAY_REDIS_URL is set), the sandbox
                          upstream (unless GATEWAY_UPSTREAM_TOKEN is set), the API and one
                          worker; Ctrl-C stops everything it started.
 export-gateway sandbox   only the sandbox upstream
+export-gateway submit | status | list | cancel | check
+                         the HTTP client (see app/cli_client.py for exit codes)
 export-gateway download  stream an export's CSV (GET /v1/exports/{id}/csv) to a file
 """
 
@@ -22,6 +24,7 @@ from types import FrameType
 
 import httpx
 
+from app import cli_client
 from app.localredis import LocalRedis, free_port
 
 STATE_DIR = Path(".gateway")
@@ -200,9 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     download_cmd.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     download_cmd.set_defaults(handler=download)
 
+    cli_client.register(commands)
+
     args = parser.parse_args(argv)
-    code: int = args.handler(args)
-    return code
+    return cli_client.run_command(args)
 
 
 if __name__ == "__main__":

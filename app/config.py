@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     worker_redis_retry_seconds: float = Field(30, ge=0)
     log_level: str = "INFO"
     client_rate_limit_per_minute: int = Field(0, ge=0)
+    # Operations (issue 7).
+    sweep_interval_seconds: float = Field(60, gt=0)
+    heartbeat_seconds: float = Field(5, gt=0)
+    worker_metrics_port: int = Field(0, ge=0, le=65535)
+    worker_shutdown_seconds: int = Field(25, ge=1)
 
     _split_lists = field_validator(
         "api_keys",

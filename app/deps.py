@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.exports.csv import CsvService
 from app.exports.idempotency import IdempotencyKeys
 from app.exports.service import ExportService
+from app.logs import bind
 from app.ratelimit import ClientRateLimiter
 from app.runtime import Runtime
 from app.webhooks.service import WebhookService
@@ -50,6 +51,7 @@ async def get_client_id(
 ) -> str:
     client_id: str = request.app.state.api_keys.client_for(request.headers.get("authorization"))
     request.state.client_id = client_id
+    bind(client_id=client_id)
     return client_id
 
 

@@ -1,14 +1,33 @@
-"""Liveness and readiness: ``/healthz`` (the process answers) and ``/readyz`` (it can work)."""
+"""Operations routes: ``/healthz`` (the process answers), ``/readyz`` (it can work: Redis
+answers and a worker beat recently) and ``/metrics`` (Prometheus text format)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+import logging
 
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from app import metrics
 from app.deps import RuntimeDep
 from app.errors import PROBLEM_JSON
+from app.heartbeat import newest_beat_age
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
+
+
+def _not_ready(detail: str, **members: object) -> JSONResponse:
+    body = {
+        "type": "https://export-gateway.internal/problems/not-ready",
+        "title": "Not ready",
+        "status": 503,
+        "detail": detail,
+        **members,
+    }
+    return JSONResponse(body, 503, media_type=PROBLEM_JSON)
 
 
 @router.get("/healthz", summary="The process is alive")
@@ -18,14 +37,38 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", summary="Redis answers and a worker reported recently")
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
+    window = runtime.settings.ready_worker_seconds
     try:
         await runtime.redis.ping()
+        age = await newest_beat_age(runtime.redis)
     except Exception:  # any failure to reach Redis means "not ready"
-        body = {
-            "type": "https://export-gateway.internal/problems/not-ready",
-            "title": "Not ready",
-            "status": 503,
-            "detail": "Redis does not answer",
-        }
-        return JSONResponse(body, 503, media_type=PROBLEM_JSON)
-    return JSONResponse({"status": "ready"})
+        metrics.REDIS_ERRORS.labels("api").inc()
+        return _not_ready("Redis does not answer", redis="down")
+    if age is None:
+        return _not_ready("no worker has reported", redis="up", worker_seconds_ago=None)
+    if age > window:
+        return _not_ready(
+            f"no worker has reported in the last {window:g} s (newest {age:.0f} s ago)",
+            redis="up",
+            worker_seconds_ago=round(age, 1),
+        )
+    return JSONResponse({"status": "ready", "redis": "up", "worker_seconds_ago": round(age, 1)})
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics of this API process",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+async def prometheus_metrics(runtime: RuntimeDep) -> Response:
+    try:
+        await metrics.refresh_queue_gauges(
+            runtime.redis,
+            job_queue_key=runtime.lifecycle.queue.queue_key,
+            ready_worker_seconds=runtime.settings.ready_worker_seconds,
+        )
+    except RedisError as exc:  # serve the counters anyway; the gauges keep their last values
+        metrics.REDIS_ERRORS.labels("api").inc()
+        log.warning("metrics: redis error", extra={"error": type(exc).__name__})
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

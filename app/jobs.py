@@ -28,3 +28,14 @@ class JobQueue(Protocol):
     async def is_scheduled(self, key: str) -> bool:
         """Whether a job with this key is waiting or running."""
         ...
+
+    async def ensure_scheduled(self, job: JobName, subject_id: str, *, key: str) -> bool:
+        """Run ``job(subject_id)`` now unless ``key`` is waiting in the queue or running,
+        clearing what is left of a half-lost job first (the sweep). True when it (re)created
+        the job."""
+        ...
+
+    @property
+    def queue_key(self) -> str | None:
+        """The Redis sorted set of pending jobs, for the queue depth gauge (None: unknown)."""
+        ...

@@ -23,6 +23,7 @@ All keys start with ``gw:`` so that an operator can tell them from arq's own ``a
     gw:events:pending              ZSET   webhook event ids still being delivered, scored by when
                                           their next attempt is due (ms), for the sweep
     gw:workers                     ZSET   worker ids scored by their last heartbeat (unix seconds)
+    gw:sweep:lock                  STR    the worker sweeping now (one sweep per interval)
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ UPSTREAM_WAITING = f"{PREFIX}upstream:waiting"
 UPSTREAM_ACTIVE = f"{PREFIX}upstream:active"
 UPSTREAM_REQUESTS = f"{PREFIX}upstream:requests"
 WORKERS = f"{PREFIX}workers"
+SWEEP_LOCK = f"{PREFIX}sweep:lock"
 EVENTS_PENDING = f"{PREFIX}events:pending"
 
 

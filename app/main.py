@@ -17,6 +17,8 @@ from app.config import get_settings
 from app.exports.link_routes import router as export_links_router
 from app.exports.routes import router as exports_router
 from app.health import router as health_router
+from app.logs import configure_for
+from app.middleware import RequestContextMiddleware
 from app.requestbody import RequestBodyGuard
 from app.runtime import build_runtime
 from app.upstream.routes import router as upstream_router
@@ -39,6 +41,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
+    configure_for(get_settings())  # JSON log lines, uvicorn's own included
     app = FastAPI(
         title="Clickwrap Export Gateway",
         version="0.1.0",
@@ -50,6 +53,7 @@ def create_app() -> FastAPI:
     app.add_middleware(RequestBodyGuard)
     docs.install(app)
     problems.install(app)
+    app.add_middleware(RequestContextMiddleware)
     app.include_router(exports_router)
     app.include_router(export_links_router)
     app.include_router(webhooks_router)

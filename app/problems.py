@@ -13,6 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app import metrics
 from app.errors import (
     PROBLEM_JSON,
     BadRequest,
@@ -146,6 +147,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RedisTimeoutError)
     async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
         log.error("redis unavailable", extra={"error": type(exc).__name__})
+        metrics.REDIS_ERRORS.labels("api").inc()
         error = ServiceUnavailable(
             "the gateway's store is unreachable; try again shortly",
             headers={"Retry-After": "2"},

@@ -183,3 +183,27 @@ async def wait_for(
             return body
         await asyncio.sleep(0.1)
     raise AssertionError(f"export {export_id} still {body.get('status')!r} after {timeout}s")
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text (0 when the sample is absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+async def wait_until(predicate: Any, timeout: float = 20, interval: float = 0.1) -> None:
+    """Await ``predicate()`` (sync or async) until it is truthy, within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        outcome = predicate()
+        if asyncio.iscoroutine(outcome):
+            outcome = await outcome
+        if outcome:
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")

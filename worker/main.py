@@ -2,16 +2,26 @@
 
 Settings come from the environment (``app.config``) when this module is imported, as arq reads
 ``WorkerSettings`` as a class. ``on_startup`` builds the shared runtime (Redis, httpx, services)
-once per process and ``on_shutdown`` closes it.
+once per process, switches logging to JSON lines, opens the metrics port and starts the
+periodic chores (heartbeat, sweep); ``on_shutdown`` undoes all of that.
+
+SIGTERM (or SIGINT): arq stops taking jobs, lets running ones finish for up to
+``GATEWAY_WORKER_SHUTDOWN_SECONDS`` (each job is one short step, so they do), then exits; jobs
+not yet started stay in Redis for the other workers.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 from arq.connections import RedisSettings
+from prometheus_client import start_http_server
 
 from app.config import get_settings
+from app.exports.sweep import Sweeper
+from app.logs import bind, configure_for, json_from_import
+from app.periodic import WorkerChores
 from app.redis_retry import reconnecting
 from app.runtime import build_runtime
 from worker import tasks
@@ -22,27 +32,62 @@ from worker.outage import (
 )
 
 _settings = get_settings()
+log = logging.getLogger("worker")
+json_from_import(_settings, "arq.worker")  # arq's banner, logged before startup, as JSON too
 keep_polling_through_outages()
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    queue = tasks.ArqJobQueue(ctx["redis"])
     settings = get_settings()
+    configure_for(settings)
+    queue = tasks.ArqJobQueue(ctx["redis"])
     runtime = build_runtime(settings, queue)
     reconnecting(runtime.redis, settings.worker_redis_retry_seconds)
     ctx["runtime"] = runtime
+    if settings.worker_metrics_port:
+        try:
+            start_http_server(settings.worker_metrics_port)
+            log.info("metrics served", extra={"port": settings.worker_metrics_port})
+        except OSError as exc:  # e.g. two workers on one host: work on, without metrics
+            log.error(
+                "metrics port unavailable",
+                extra={"port": settings.worker_metrics_port, "error": str(exc)},
+            )
+
+    async def repair_expiry(grace_seconds: float) -> int:
+        return len(await runtime.lifecycle.repair_expiry_jobs(grace_seconds))
+
+    sweeper = Sweeper(
+        store=runtime.store,
+        lifecycle=runtime.lifecycle,
+        queue=queue,
+        grace_seconds=settings.sweep_grace_seconds,
+        repairs={"expiry": repair_expiry, "deliveries": runtime.webhooks.repair},
+    )
+    ctx["chores"] = chores = WorkerChores(runtime, sweeper)
+    await chores.start()
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    chores = ctx.get("chores")
+    if chores is not None:
+        await chores.stop()
     runtime = ctx.get("runtime")
     if runtime is not None:
         await runtime.close()
 
 
+async def job_start(ctx: dict[str, Any]) -> None:
+    bind(job_id=ctx.get("job_id"), job_try=ctx.get("job_try"))
+
+
 class WorkerSettings:
-    functions: ClassVar[list[Any]] = [survives_redis_outage(f) for f in tasks.FUNCTIONS]
+    functions: ClassVar[list[Any]] = [
+        survives_redis_outage(tasks.counting_redis_errors(f)) for f in tasks.FUNCTIONS
+    ]
     on_startup = startup
     on_shutdown = shutdown
+    on_job_start = job_start
     redis_settings: RedisSettings = reconnecting_settings(
         tasks.redis_settings(_settings), _settings.worker_redis_retry_seconds
     )
@@ -53,3 +98,5 @@ class WorkerSettings:
     keep_result = 0
     max_tries = 20
     allow_abort_jobs = False
+    # SIGTERM: stop picking jobs, let running ones finish (bounded), then exit.
+    job_completion_wait = _settings.worker_shutdown_seconds

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 RETRY_IN_SECONDS = 5.0
 POLL_PAUSE_SECONDS = 1.0
 
-Job = Callable[..., Coroutine[Any, Any, Any]]
+Job = Callable[..., Awaitable[Any]]
 
 
 def survives_redis_outage(job: Job) -> Job:

@@ -6,12 +6,17 @@ This module is the only place that knows the task queue is arq (``ArqJobQueue`` 
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings
 from arq.constants import in_progress_key_prefix, job_key_prefix
+from redis.exceptions import RedisError
 
+from app import metrics
 from app.config import Settings
 from app.jobs import JobName
 from app.runtime import Runtime, redis_pool
@@ -24,9 +29,26 @@ def redis_settings(settings: Settings) -> RedisSettings:
     return RedisSettings.from_dsn(settings.redis_url)
 
 
+# Clear a job that is neither in the queue nor running (its queue entry was lost) so that it
+# can be enqueued again; a job still queued or running is left alone.
+_CLEAR_LOST_JOB = """
+if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('ZSCORE', KEYS[3], ARGV[1]) then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
 class ArqJobQueue:
     def __init__(self, pool: ArqRedis) -> None:
         self.pool = pool
+        self._clear_lost = pool.register_script(_CLEAR_LOST_JOB)
+
+    @property
+    def queue_key(self) -> str:
+        name: str = self.pool.default_queue_name
+        return name
 
     @classmethod
     async def connect(cls, settings: Settings) -> ArqJobQueue:
@@ -47,8 +69,32 @@ class ArqJobQueue:
         found = await self.pool.exists(job_key_prefix + key, in_progress_key_prefix + key)
         return bool(found)
 
+    async def ensure_scheduled(self, job: JobName, subject_id: str, *, key: str) -> bool:
+        lost = await self._clear_lost(
+            keys=[job_key_prefix + key, in_progress_key_prefix + key, self.queue_key], args=[key]
+        )
+        if not lost:
+            return False
+        return await self.schedule(job, subject_id, key=key)
+
     async def close(self) -> None:
         await self.pool.aclose()
+
+
+def counting_redis_errors(job: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """The job, counting Redis failures in metrics (arq then retries it)."""
+    if not inspect.iscoroutinefunction(job):  # e.g. an arq ``func(...)`` wrapper: as it is
+        return job
+
+    @functools.wraps(job)
+    async def run(ctx: Ctx, *args: Any) -> Any:
+        try:
+            return await job(ctx, *args)
+        except RedisError:
+            metrics.REDIS_ERRORS.labels("worker_job").inc()
+            raise
+
+    return run
 
 
 def _runtime(ctx: Ctx) -> Runtime:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from app import metrics
 from app.clock import utcnow
 from app.config import Settings
 from app.exports.schemas import ErrorInfo, Export, ExportRecord, TaskRecord
@@ -113,6 +114,7 @@ class TaskLifecycle:
             )
 
         update = await self.store.update_task(task_id, change)
+        metrics.UPSTREAM_TASKS.labels("created").inc()
         log.info(
             "upstream task created",
             extra={"task_id": task_id, "upstream_task_id": created.id},
@@ -277,6 +279,7 @@ class TaskLifecycle:
             "upstream task finished",
             extra={"task_id": task_id, "status": task.status, "upstream_task_id": task.upstream_id},
         )
+        await self._count_finished(task)
         await self.dispatch()
         if task.status == "completed":
             await self.schedule_expiry(task)
@@ -383,6 +386,7 @@ class TaskLifecycle:
             return
         if update.changed:
             log.info("links expired", extra={"task_id": task_id})
+            await self._count_finished(task)
             await self.notify_followers(task, "export.expired")
         elif task.status == "completed" and task.expires_at is not None:
             # Ran early (clock skew). This job's own key is still taken while it runs, so
@@ -402,6 +406,13 @@ class TaskLifecycle:
             if record is None or record.canceled_at is not None or not record.callback_url:
                 continue
             await self.notifier.publish(record, Export.of(record, task), event_type)
+
+    async def _count_finished(self, task: TaskRecord) -> None:
+        followers = len(await self.store.task_export_ids(task.id))
+        metrics.UPSTREAM_TASKS.labels(task.status).inc()
+        metrics.EXPORTS.labels(task.status).inc(followers)
+        if task.status != "expired":
+            metrics.POLLS_PER_EXPORT.observe(task.polls)
 
     # -- scheduling ------------------------------------------------------------------------
 

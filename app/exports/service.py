@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import secrets
 from datetime import timedelta
 from typing import Protocol
 
+from app import metrics
 from app.clock import utcnow
 from app.errors import Conflict, NotFound, invalid
 from app.exports import listing
@@ -30,6 +32,8 @@ from app.exports.schemas import (
 from app.exports.store import ExportStore
 from app.upstream.catalog import FieldCatalog
 from app.upstream.filters import FilterSyntaxError, normalise_filter
+
+log = logging.getLogger(__name__)
 
 EXPORT_ID = re.compile(r"^exp_[A-Za-z0-9_-]{22}$")
 
@@ -115,6 +119,18 @@ class ExportService:
             )
 
         submitted = await self.store.submit(record, task, reusable)
+        metrics.EXPORTS.labels("queued").inc()
+        if not submitted.new_task:
+            metrics.COALESCED.inc()
+        log.info(
+            "export accepted",
+            extra={
+                "export_id": record.id,
+                "client_id": client_id,
+                "task_id": submitted.task.id,
+                "coalesced": not submitted.new_task,
+            },
+        )
         if submitted.new_task:
             await self.lifecycle.dispatch()
         export = Export.of(submitted.export, submitted.task)

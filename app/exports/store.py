@@ -379,6 +379,17 @@ class ExportStore:
     async def requeue(self, task: TaskRecord) -> None:
         await self.redis.zadd(keys.UPSTREAM_WAITING, {task.id: _ms(task.created_at)}, nx=True)
 
+    async def drop_open(self, task_ids: Iterable[str]) -> None:
+        """Forget tasks in the open index (the sweep, for finished or vanished ones)."""
+        ids = list(task_ids)
+        if ids:
+            await self.redis.zrem(keys.OPEN_TASKS, *ids)
+
+    async def claim_sweep(self, owner: str, seconds: float) -> bool:
+        """Whether ``owner`` may sweep now: one sweep per interval across all workers."""
+        claimed = await self.redis.set(keys.SWEEP_LOCK, owner, nx=True, px=int(seconds * 1000))
+        return bool(claimed)
+
     async def drop_slots(self, task_ids: Iterable[str]) -> None:
         ids = list(task_ids)
         if ids:

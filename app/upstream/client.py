@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from app import metrics
 from app.upstream.errors import (
     TransientUpstreamError,
     UpstreamBadResponse,
@@ -106,11 +107,14 @@ class UpstreamClient:
         route = _route(path)
         async with self._pacer.request():
             started = time.perf_counter()
+            outcome = "network"
             try:
                 response = await self._http.request(
                     method, self._base + path, params=params, headers=headers
                 )
+                outcome = str(response.status_code)
             except httpx.TimeoutException:
+                outcome = "timeout"
                 raise UpstreamNetworkError(f"upstream timed out on {method} {route}") from None
             except httpx.HTTPError as exc:
                 raise UpstreamNetworkError(
@@ -118,9 +122,11 @@ class UpstreamClient:
                 ) from None
             finally:
                 seconds = time.perf_counter() - started
+                metrics.UPSTREAM_REQUESTS.labels(route, method, outcome).inc()
+                metrics.UPSTREAM_LATENCY.labels(route, method).observe(seconds)
                 log.debug(
                     "upstream request",
-                    extra={"route": route, "method": method, "seconds": seconds},
+                    extra={"route": route, "method": method, "status": outcome, "seconds": seconds},
                 )
         if response.is_success:
             return response

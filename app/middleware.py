@@ -1,0 +1,69 @@
+"""Per-request context for the API: the request id (``X-Request-ID`` in and out) and one log
+line per request with its method, route path, status, duration and client id."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.logs import bound, log_context
+
+log = logging.getLogger("app.requests")
+
+REQUEST_ID_HEADER = "x-request-id"
+# A caller's id is echoed only when it is short and plain; otherwise a fresh one is made.
+_ACCEPTABLE_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+_EXPORT_PATH = re.compile(r"^/v1/exports/(exp_[A-Za-z0-9_-]{1,64})")
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = ""
+        for name, value in scope["headers"]:
+            if name == REQUEST_ID_HEADER.encode():
+                given = value.decode("latin-1")
+                break
+        request_id = given if _ACCEPTABLE_ID.match(given) else new_request_id()
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        path = scope.get("path", "")
+        found = _EXPORT_PATH.match(path)
+        with log_context(request_id=request_id, export_id=found.group(1) if found else None):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                if path not in ("/healthz", "/readyz", "/metrics") or status >= 500:
+                    log.info(
+                        "request",
+                        extra={
+                            "method": scope.get("method"),
+                            "path": path,
+                            "status": status,
+                            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                            "client_id": bound("client_id"),
+                        },
+                    )

@@ -1,0 +1,92 @@
+"""The periodic chores of a worker process, run as background tasks beside arq's job loop.
+
+* heartbeat: every few seconds the worker writes its own member of ``gw:workers`` (what
+  ``/readyz`` reads) and refreshes the queue gauges of its metrics port; the member is removed
+  on a clean shutdown;
+* sweep: every ``GATEWAY_SWEEP_INTERVAL_SECONDS`` one worker (whichever claims the interval
+  first) runs the self-healing sweep.
+
+Why a loop and not an arq cron job: arq's cron fires at wall-clock seconds (at most once a
+second, at fixed marks), which makes an interval like 1 s for tests or 45 s in production
+awkward; a plain loop with a per-interval claim in Redis gives "once per interval across every
+worker" for any interval, and the sweep is idempotent anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from redis.exceptions import RedisError
+
+from app import metrics
+from app.exports.sweep import Sweeper
+from app.heartbeat import Heartbeat, beat_interval, new_worker_id
+from app.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class WorkerChores:
+    def __init__(self, runtime: Runtime, sweeper: Sweeper) -> None:
+        self.runtime = runtime
+        self.sweeper = sweeper
+        self.worker_id = new_worker_id()
+        self.heartbeat = Heartbeat(runtime.redis, self.worker_id)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        settings = self.runtime.settings
+        await self.heartbeat.beat()  # ready as soon as the worker is up
+        log.info("worker started", extra={"worker_id": self.worker_id})
+        interval = beat_interval(settings.heartbeat_seconds, settings.ready_worker_seconds)
+        self._tasks = [
+            asyncio.create_task(self._every(interval, self._beat, "heartbeat")),
+            asyncio.create_task(self._every(settings.sweep_interval_seconds, self._sweep, "sweep")),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        try:
+            await self.heartbeat.remove()
+        except RedisError:
+            metrics.REDIS_ERRORS.labels("heartbeat").inc()
+        log.info("worker stopped", extra={"worker_id": self.worker_id})
+
+    async def _beat(self) -> None:
+        await self.heartbeat.beat()
+        await metrics.refresh_queue_gauges(
+            self.runtime.redis,
+            job_queue_key=self.sweeper.queue.queue_key,
+            ready_worker_seconds=self.runtime.settings.ready_worker_seconds,
+        )
+
+    async def _sweep(self) -> None:
+        interval = self.runtime.settings.sweep_interval_seconds
+        if not await self.runtime.store.claim_sweep(self.worker_id, interval * 0.8):
+            return
+        report = await self.sweeper.sweep()
+        if report.total:
+            log.warning(
+                "sweep repaired stalled work",
+                extra={"repairs": dict(report.repairs), "dispatched": report.dispatched},
+            )
+
+    @staticmethod
+    async def _every(seconds: float, chore: Callable[[], Awaitable[None]], name: str) -> None:
+        while True:
+            try:
+                await chore()
+            except RedisError as exc:
+                metrics.REDIS_ERRORS.labels(name).inc()
+                log.warning("redis error in %s", name, extra={"error": type(exc).__name__})
+            except Exception:  # a chore must never die: log and try again next time
+                log.exception("%s failed", name)
+            await asyncio.sleep(seconds)

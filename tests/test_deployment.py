@@ -1,0 +1,140 @@
+"""The deployment files match the code: compose services and commands follow the contract,
+every environment name is a real setting, every setting is documented in .env.example, and the
+Dockerfile builds from the lock, as a non-root user, with a health check. (No Docker engine
+runs here, so the image itself is not built.)"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from app.config import Settings
+from app.sandbox.config import SandboxConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+SETTING_NAMES = {f"GATEWAY_{name.upper()}" for name in Settings.model_fields}
+SANDBOX_NAMES = {f"SANDBOX_{name.upper()}" for name in SandboxConfig.model_fields}
+
+
+def _compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+def _command(service: dict[str, Any]) -> str:
+    command = service["command"]
+    return command if isinstance(command, str) else shlex.join(command)
+
+
+def _environment(service: dict[str, Any]) -> set[str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return {item.split("=", 1)[0] for item in env}
+    return set(env)
+
+
+def test_compose_has_redis_api_worker_and_a_sandbox_profile() -> None:
+    services = _compose()["services"]
+    assert set(services) == {"redis", "api", "worker", "sandbox"}
+    assert services["sandbox"]["profiles"] == ["sandbox"]
+    assert all("profiles" not in services[name] for name in ("redis", "api", "worker"))
+
+
+def test_compose_runs_the_contract_commands() -> None:
+    services = _compose()["services"]
+    assert _command(services["api"]) == "uvicorn app.main:app --host 0.0.0.0 --port 8000"
+    assert _command(services["worker"]) == "arq worker.main.WorkerSettings"
+    assert _command(services["sandbox"]) == "python -m app.sandbox --host 0.0.0.0 --port 8090"
+
+
+def test_compose_redis_persists_with_appendonly_and_has_a_healthcheck() -> None:
+    compose = _compose()
+    redis = compose["services"]["redis"]
+    assert redis["image"].startswith("redis:7")
+    assert "--appendonly yes" in _command(redis)
+    volume = redis["volumes"][0].split(":")
+    assert volume[1] == "/data" and volume[0] in compose["volumes"]
+    assert "redis-cli" in redis["healthcheck"]["test"]
+    for name in ("api", "worker"):
+        depends = compose["services"][name]["depends_on"]
+        assert depends["redis"]["condition"] == "service_healthy"
+
+
+def test_the_worker_service_scales() -> None:
+    worker = _compose()["services"]["worker"]
+    assert "container_name" not in worker
+    assert "ports" not in worker  # fixed host ports would clash between replicas
+    assert worker["stop_grace_period"] == "40s"  # longer than the worker's shutdown wait
+    assert Settings.model_fields["worker_shutdown_seconds"].default < 40
+
+
+def test_every_environment_name_in_compose_is_a_setting() -> None:
+    services = _compose()["services"]
+    for name, service in services.items():
+        env = _environment(service)
+        gateway = {n for n in env if n.startswith("GATEWAY_")}
+        assert gateway <= SETTING_NAMES, (name, gateway - SETTING_NAMES)
+        sandbox = {n for n in env if n.startswith("SANDBOX_")}
+        assert sandbox <= SANDBOX_NAMES, (name, sandbox - SANDBOX_NAMES)
+        assert env == gateway | sandbox, (name, env - gateway - sandbox)
+
+
+def test_env_example_documents_every_setting_and_nothing_else() -> None:
+    text = (ROOT / ".env.example").read_text()
+    named = set(re.findall(r"^(?:# )?(GATEWAY_[A-Z0-9_]+)=", text, flags=re.MULTILINE))
+    assert named == SETTING_NAMES, (SETTING_NAMES - named, named - SETTING_NAMES)
+    for name in named:  # each with a comment above it saying what it is
+        line = next(i for i, ln in enumerate(text.splitlines()) if f"{name}=" in ln)
+        assert any(
+            ln.startswith("# ") and "=" not in ln.split()[1]
+            for ln in text.splitlines()[max(0, line - 4) : line]
+        ), name
+
+
+def test_dockerfile_is_multi_stage_from_the_lock_non_root_with_a_healthcheck() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\w+))?", text, flags=re.MULTILINE)
+    assert len(stages) == 2 and stages[0][1] == "builder"
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in text
+    assert all(image == "${PYTHON_IMAGE}" for image, _ in stages)
+    assert re.search(r"pip install .*-c requirements\.lock \.", text)
+    final = text.split("\nFROM ${PYTHON_IMAGE}\n", 1)[1]
+    assert "COPY --from=builder /opt/venv /opt/venv" in final
+    assert "pip install" not in final and "build-essential" not in final
+    users = re.findall(r"^USER\s+(\S+)", final, flags=re.MULTILINE)
+    assert users and users[-1] not in ("root", "0", "0:0")
+    health = re.search(r"^HEALTHCHECK .*?CMD (.+?)$", final, flags=re.MULTILINE | re.DOTALL)
+    assert health and "/healthz" in health.group(1) and "curl" not in health.group(1)
+    assert 'CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]' in final
+
+
+def test_dockerignore_keeps_local_state_and_secrets_out_of_the_build() -> None:
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".git", ".venv", ".env", ".gateway", "tests"} <= ignored
+
+
+def _compose_v2_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+def test_docker_compose_accepts_the_file() -> None:
+    if not _compose_v2_available():
+        pytest.skip("the docker CLI's compose plugin (`docker compose`, v2) is not installed")
+    checked = subprocess.run(
+        ["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
