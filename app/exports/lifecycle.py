@@ -76,6 +76,8 @@ class TaskLifecycle:
         if task is None or task.finished:
             await self.store.drop_slots([task_id])
             await self.dispatch()
+            if task is not None:
+                await self._follow_up_again(task)
             return
         if task.upstream_id is not None:  # a rerun after the id was saved: never create twice
             await self._schedule_next(task)
@@ -123,7 +125,10 @@ class TaskLifecycle:
 
     async def poll(self, task_id: str) -> None:
         task = await self.store.get_task(task_id)
-        if task is None or task.finished:
+        if task is None:
+            return
+        if task.finished:
+            await self._follow_up_again(task)
             return
         if task.upstream_id is None:
             await self.store.requeue(task)
@@ -284,6 +289,19 @@ class TaskLifecycle:
         if task.status == "completed":
             await self.schedule_expiry(task)
         await self.notify_followers(task, event_type)
+
+    async def _follow_up_again(self, task: TaskRecord) -> None:
+        """A step finds its task already finished: usually another step finished it and has
+        done what follows, but a worker killed between the finishing transaction and the rest
+        of ``_finish`` leaves the followers' webhooks unpublished (and the expiry unscheduled),
+        and arq reruns exactly this step. So do them again: each is idempotent (an event is
+        published once per export and type; expiry jobs have deterministic keys).
+        (Found by bench/faults/kill_worker.py.)"""
+        if task.status == "completed":
+            await self.schedule_expiry(task)
+            await self.notify_followers(task, "export.completed")
+        elif task.status == "failed":
+            await self.notify_followers(task, "export.failed")
 
     async def schedule_expiry(self, task: TaskRecord) -> None:
         await self.ensure_expiry_jobs(task)
