@@ -94,14 +94,20 @@ async def submit_all(api: str, count: int, concurrency: int) -> list[str]:
         async def submitter() -> None:
             for n in next_n:
                 body = {"filter": f"created_time>=2020-01-01 and signer_id==scale-{n}"}
-                for attempt in range(5):
-                    response = await client.post("/v1/exports", json=body)
-                    if response.status_code == 202:
-                        ids[n] = response.json()["id"]
-                        break
+                problem = ""
+                for attempt in range(10):
+                    try:
+                        response = await client.post("/v1/exports", json=body)
+                    except httpx.HTTPError as exc:  # e.g. a connection reset under load
+                        problem = repr(exc)
+                    else:
+                        if response.status_code == 202:
+                            ids[n] = response.json()["id"]
+                            break
+                        problem = str(response.status_code)
                     await asyncio.sleep(0.5 * (attempt + 1))
                 else:
-                    raise RuntimeError(f"submission {n} failed: {response.status_code}")
+                    raise RuntimeError(f"submission {n} failed: {problem}")
 
         await asyncio.gather(*(submitter() for _ in range(concurrency)))
     return ids
