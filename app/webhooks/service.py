@@ -284,8 +284,11 @@ class WebhookService:
 
     async def deliveries(self, client_id: str, export_id: str) -> Deliveries:
         await self._owned(client_id, export_id)
-        attempts = await self.store.attempts_of(export_id)
+        # Events first: an attempt's log entry and its event's new state are written in one
+        # transaction, so an event read as settled has its attempt in the log read after it.
+        # (The other order could show an event `gave_up` with no attempt yet.)
         events = await self.store.events_of(export_id)
+        attempts = await self.store.attempts_of(export_id)
         return Deliveries(data=attempts, events=[EventView.of(e) for e in events])
 
     async def redeliver(self, client_id: str, export_id: str) -> EventView:
