@@ -16,6 +16,7 @@ from app.auth import ApiKeys
 from app.config import get_settings
 from app.exports.link_routes import router as export_links_router
 from app.exports.routes import router as exports_router
+from app.gc_tuning import tune_gc
 from app.health import router as health_router
 from app.logs import configure_for
 from app.middleware import RequestContextMiddleware
@@ -33,6 +34,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime = build_runtime(settings, queue)
     app.state.runtime = runtime
     app.state.api_keys = ApiKeys(settings.api_key_digests())
+    tune_gc()
     try:
         yield
     finally:

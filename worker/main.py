@@ -20,6 +20,7 @@ from prometheus_client import start_http_server
 
 from app.config import get_settings
 from app.exports.sweep import Sweeper
+from app.gc_tuning import tune_gc
 from app.logs import bind, configure_for, json_from_import
 from app.periodic import WorkerChores
 from app.redis_retry import reconnecting
@@ -66,6 +67,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     ctx["chores"] = chores = WorkerChores(runtime, sweeper)
     await chores.start()
+    tune_gc()
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
