@@ -19,26 +19,38 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 import httpx
+from pydantic import SecretStr
 
 from app import cli_client
 from app.localredis import LocalRedis, free_port
+from app.webhooks.signing import WebhookSigner
 
 STATE_DIR = Path(".gateway")
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
-def _persistent_secret(name: str, make: str) -> str:
+def _persistent_secret(name: str, make: str, valid: Callable[[str], bool] = bool) -> str:
+    """A dev secret kept in .gateway/ across runs; made anew when missing or no longer valid."""
     path = STATE_DIR / name
-    if path.exists():
-        return path.read_text().strip()
+    if path.exists() and valid(kept := path.read_text().strip()):
+        return kept
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     path.write_text(make + "\n")
     path.chmod(0o600)
     return make
+
+
+def _usable_webhook_secret(secret: str) -> bool:
+    try:
+        WebhookSigner.from_settings(SecretStr(secret), [])
+    except ValueError:
+        return False
+    return True
 
 
 def _wait_http(url: str, timeout: float, process: subprocess.Popen[bytes]) -> bool:
@@ -104,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
             env["GATEWAY_API_KEYS"] = f"dev:{api_key}"
         if not env.get("GATEWAY_WEBHOOK_SECRET"):
             env["GATEWAY_WEBHOOK_SECRET"] = _persistent_secret(
-                "dev-webhook-secret", "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+                "dev-webhook-secret",
+                "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
+                valid=_usable_webhook_secret,
             )
             notes.append(f"webhook secret in {STATE_DIR / 'dev-webhook-secret'}")
         env.setdefault("GATEWAY_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
@@ -139,13 +153,17 @@ def run(args: argparse.Namespace) -> int:
         print("a gateway process exited; stopping the rest", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\nstopping...", flush=True)
         return 0
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # A second Ctrl-C or SIGTERM must not cut the clean-up short and orphan a process.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("\nstopping...", flush=True)
         _stop(list(reversed(started)))
         if redis is not None:
             redis.stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def download(args: argparse.Namespace) -> int:
