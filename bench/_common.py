@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from app.localredis import LocalRedis, free_port
+from app.localredis import LocalRedis, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -200,13 +200,7 @@ class Processes:
         return self.spawn(name, ["-m", "arq", "worker.main.WorkerSettings"], env)
 
     def stop(self, process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-        if process.poll() is None:
-            process.send_signal(sig)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, sig)
 
     def stop_all(self) -> None:
         for process in reversed(self.children):

@@ -22,7 +22,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from app.localredis import free_port
+from app.localredis import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX_TOKEN = "sandbox-test-token"
@@ -131,13 +131,7 @@ class Stack:
         return self._spawn(name, ["-m", "arq", "worker.main.WorkerSettings"])
 
     def stop(self, process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-        if process.poll() is None:
-            process.send_signal(sig)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, sig)
 
     def stop_all(self) -> None:
         for process in reversed(self.processes):
