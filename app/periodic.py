@@ -15,7 +15,6 @@ worker" for any interval, and the sweep is idempotent anyway.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -48,11 +47,7 @@ class WorkerChores:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         try:
             await self.heartbeat.remove()
@@ -90,3 +85,23 @@ class WorkerChores:
             except Exception:  # a chore must never die: log and try again next time
                 log.exception("%s failed", name)
             await asyncio.sleep(seconds)
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task[None]], patience: float = 10.0) -> None:
+    """Cancel ``tasks`` and wait (at most ``patience`` s) until they have ended.
+
+    One ``cancel()`` is not always enough on Python 3.11: ``asyncio.wait_for``, which redis-py
+    wraps around every command it sends when a socket timeout is set, swallows a cancellation
+    that arrives just as the command's write completes (CPython gh-86296, fixed in 3.12). A
+    chore that lost its cancellation that way would sleep and run again, and the worker would
+    never finish shutting down; so a task still running after a moment is cancelled again.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    pending = {task for task in tasks if not task.done()}
+    while pending and loop.time() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.2)
+    if pending:
+        log.error("chores still running after %s s of cancelling", patience)

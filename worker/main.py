@@ -12,6 +12,7 @@ not yet started stay in Redis for the other workers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, ClassVar
 
@@ -68,6 +69,11 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["chores"] = chores = WorkerChores(runtime, sweeper)
     await chores.start()
     tune_gc()
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        # A SIGTERM during start-up whose cancellation redis-py swallowed (Python 3.11, see
+        # app.periodic.cancel_and_wait): shut down now rather than run on, deaf to it.
+        raise asyncio.CancelledError
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
