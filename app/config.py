@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     fields_stale_seconds: float = Field(86400, ge=0)
     worker_max_jobs: int = Field(50, ge=1)
     worker_job_timeout_seconds: float = Field(120, gt=0)
-    queue_poll_seconds: float = Field(0.5, gt=0)
+    queue_poll_seconds: float = Field(0.1, gt=0)
     sweep_grace_seconds: float = Field(60, gt=0)
     worker_redis_retry_seconds: float = Field(30, ge=0)
     log_level: str = "INFO"

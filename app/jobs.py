@@ -20,9 +20,12 @@ JobName = Literal[
 
 
 class JobQueue(Protocol):
-    async def schedule(self, job: JobName, subject_id: str, *, key: str, delay: float = 0) -> bool:
+    async def schedule(
+        self, job: JobName, subject_id: str, *, key: str, delay: float = 0, urgent: bool = False
+    ) -> bool:
         """Run ``job(subject_id)`` after ``delay`` seconds unless ``key`` is already scheduled.
-        Returns True when this call scheduled it."""
+        ``urgent`` (with no delay): someone is waiting on it, so it goes ahead of every other
+        due job. Returns True when this call scheduled it."""
         ...
 
     async def is_scheduled(self, key: str) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings
@@ -28,6 +28,11 @@ Ctx = dict[str, Any]
 def redis_settings(settings: Settings) -> RedisSettings:
     return RedisSettings.from_dsn(settings.redis_url)
 
+
+# arq runs due jobs in the order of their scores (due times): an urgent job is scored as if due
+# this long ago, which puts it ahead of every job that fell due since, however long the
+# backlog (a webhook's first attempt does not wait behind a thousand polls).
+HEAD_OF_LINE = timedelta(hours=1)
 
 # Clear a job that is neither in the queue nor running (its queue entry was lost) so that it
 # can be enqueued again; a job still queued or running is left alone.
@@ -59,10 +64,16 @@ class ArqJobQueue:
         await redis.ping()
         return cls(redis)
 
-    async def schedule(self, job: JobName, subject_id: str, *, key: str, delay: float = 0) -> bool:
-        enqueued = await self.pool.enqueue_job(
-            job, subject_id, _job_id=key, _defer_by=timedelta(seconds=delay) if delay > 0 else None
-        )
+    async def schedule(
+        self, job: JobName, subject_id: str, *, key: str, delay: float = 0, urgent: bool = False
+    ) -> bool:
+        if delay > 0:
+            timing: dict[str, Any] = {"_defer_by": timedelta(seconds=delay)}
+        elif urgent:
+            timing = {"_defer_until": datetime.now(UTC) - HEAD_OF_LINE}
+        else:
+            timing = {}
+        enqueued = await self.pool.enqueue_job(job, subject_id, _job_id=key, **timing)
         return enqueued is not None
 
     async def is_scheduled(self, key: str) -> bool:

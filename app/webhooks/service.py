@@ -278,7 +278,9 @@ class WebhookService:
         if event.next_attempt_at is not None:
             delay = max(0.0, (event.next_attempt_at - now).total_seconds())
         subject = event.next_job_key.removeprefix("deliver:")
-        await self.queue.schedule("deliver_event", subject, key=event.next_job_key, delay=delay)
+        await self.queue.schedule(
+            "deliver_event", subject, key=event.next_job_key, delay=delay, urgent=delay == 0
+        )
 
     # -- callers ---------------------------------------------------------------------------
 
