@@ -3,7 +3,9 @@ line per request with its method, route path, status, duration and client id."""
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import secrets
 import time
@@ -20,8 +22,25 @@ _ACCEPTABLE_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _EXPORT_PATH = re.compile(r"^/v1/exports/(exp_[A-Za-z0-9_-]{1,64})")
 
 
+# A request id needs to be unique, not secret: a random prefix per process (made again in a
+# forked child) and a counter. Reading the system's random source on every request showed up
+# in the profile.
+_prefix = ""
+_next_number = itertools.count(1).__next__
+
+
+def _new_prefix() -> None:
+    global _prefix, _next_number
+    _prefix = "req_" + secrets.token_hex(6)
+    _next_number = itertools.count(1).__next__
+
+
+_new_prefix()
+os.register_at_fork(after_in_child=_new_prefix)
+
+
 def new_request_id() -> str:
-    return "req_" + secrets.token_hex(12)
+    return f"{_prefix}{_next_number():012x}"
 
 
 class RequestContextMiddleware:

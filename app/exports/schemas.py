@@ -36,11 +36,10 @@ MAX_AGE_LIMIT_SECONDS = 10 * 365 * 86400
 
 
 def _iso(value: datetime) -> str:
-    """ISO 8601 UTC with a ``Z``; milliseconds only when the time carries them."""
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
-    if value.microsecond:
-        text += f".{value.microsecond // 1000:03d}"
-    return text + "Z"
+    """ISO 8601 UTC with a ``Z``; milliseconds only when the time carries them. (``isoformat``,
+    not ``strftime``: every record written or shown formats several of these.)"""
+    timespec = "milliseconds" if value.microsecond else "seconds"
+    return value.replace(tzinfo=None).isoformat(timespec=timespec) + "Z"
 
 
 UtcTime = Annotated[datetime, PlainSerializer(_iso, return_type=str, when_used="json")]
@@ -241,7 +240,9 @@ class Export(BaseModel):
     @classmethod
     def of(cls, record: ExportRecord, task: TaskRecord, now: datetime | None = None) -> Export:
         status: ExportStatus = "canceled" if record.canceled_at else task.status_at(now or utcnow())
-        return cls(
+        # Built from two records that were validated when they were read: no need to validate
+        # every member again (a status read is mostly this and the framework).
+        return cls.model_construct(
             id=record.id,
             status=status,
             filter=record.filter,

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from app.middleware import new_request_id
 from tests.support import (
     KEYS,
     SANDBOX_TOKEN,
@@ -123,3 +125,19 @@ def test_the_formatter_redacts_a_configured_secret_that_slips_into_a_line() -> N
     line = json.loads(formatter.format(record))
     assert line["message"] == "sent Bearer [redacted]" and line["header"] == "[redacted]"
     assert line["level"] == "warning" and line["logger"] == "app.test"
+
+
+def test_generated_request_ids_are_unique_within_a_process_and_across_a_fork() -> None:
+    ids = {new_request_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    assert all(len(i) == len("req_") + 24 for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its first id, then leave without pytest's clean-up
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    os.close(read)
+    os.close(write)
+    assert child.startswith("req_") and child[:16] not in {i[:16] for i in ids}
