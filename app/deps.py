@@ -16,7 +16,6 @@ from app.exports.csv import CsvService
 from app.exports.idempotency import IdempotencyKeys
 from app.exports.service import ExportService
 from app.logs import bind
-from app.ratelimit import ClientRateLimiter
 from app.runtime import Runtime
 from app.webhooks.service import WebhookService
 
@@ -63,13 +62,12 @@ WebhooksDep = Annotated[WebhookService, Depends(get_webhooks)]
 
 
 async def get_idempotency_keys(runtime: RuntimeDep) -> IdempotencyKeys:
-    return IdempotencyKeys(runtime.redis)
+    return runtime.idempotency
 
 
 async def admit_client(client_id: ClientId, runtime: RuntimeDep) -> None:
     """Counts the request against the client's rate limit (429 when over it)."""
-    limiter = ClientRateLimiter(runtime.redis, runtime.settings.client_rate_limit_per_minute)
-    await limiter.admit(client_id)
+    await runtime.rate_limiter.admit(client_id)
 
 
 IdempotencyDep = Annotated[IdempotencyKeys, Depends(get_idempotency_keys)]

@@ -14,10 +14,12 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from app.config import Settings
 from app.exports.csv import CsvService
+from app.exports.idempotency import IdempotencyKeys
 from app.exports.lifecycle import Notifier, TaskLifecycle
 from app.exports.service import ExportService
 from app.exports.store import ExportStore
 from app.jobs import JobQueue
+from app.ratelimit import ClientRateLimiter
 from app.upstream.activity import ActivityService
 from app.upstream.catalog import FieldCatalog
 from app.upstream.client import UpstreamClient
@@ -72,6 +74,8 @@ class Runtime:
     # CSV links are fetched by their own client: no upstream token, no redirects, no proxies.
     link_http: httpx.AsyncClient
     csv: CsvService
+    idempotency: IdempotencyKeys
+    rate_limiter: ClientRateLimiter
 
     async def close(self) -> None:
         await self.catalog.close()
@@ -156,4 +160,6 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         activity,
         link_http,
         csv,
+        IdempotencyKeys(redis),
+        ClientRateLimiter(redis, settings.client_rate_limit_per_minute),
     )

@@ -65,9 +65,13 @@ class TaskLifecycle:
     async def dispatch(self) -> list[str]:
         """Start as many waiting tasks as there are free upstream slots, oldest first."""
         started = await self.store.dispatch(self.settings.upstream_max_active_tasks)
-        for task_id in started:
-            await self.queue.schedule("start_task", task_id, key=f"start:{task_id}")
+        await self.start_dispatched(started)
         return started
+
+    async def start_dispatched(self, task_ids: list[str]) -> None:
+        """Schedule the start of tasks just given upstream slots."""
+        for task_id in task_ids:
+            await self.queue.schedule("start_task", task_id, key=f"start:{task_id}")
 
     # -- steps -----------------------------------------------------------------------------
 

@@ -70,8 +70,10 @@ async def submit_export(
             body=export.model_dump(mode="json"),
         )
 
-    parsed = body.model_dump(mode="json", exclude_unset=True)
-    answer = await idempotency.run(client_id, idempotency_key, request_hash(parsed), accept)
+    body_hash = ""  # only a request with a key is ever compared with another
+    if idempotency_key is not None:
+        body_hash = request_hash(body.model_dump(mode="json", exclude_unset=True))
+    answer = await idempotency.run(client_id, idempotency_key, body_hash, accept)
     headers = dict(answer.headers)
     if answer.replayed:
         headers["Idempotent-Replayed"] = "true"

@@ -118,7 +118,9 @@ class ExportService:
                 and (done.expires_at is None or done.expires_at > now)
             )
 
-        submitted = await self.store.submit(record, task, reusable)
+        submitted = await self.store.submit(
+            record, task, reusable, max_active=self.lifecycle.settings.upstream_max_active_tasks
+        )
         metrics.EXPORTS.labels("queued").inc()
         if not submitted.new_task:
             metrics.COALESCED.inc()
@@ -131,7 +133,9 @@ class ExportService:
                 "coalesced": not submitted.new_task,
             },
         )
-        if submitted.new_task:
+        if submitted.dispatched is not None:
+            await self.lifecycle.start_dispatched(submitted.dispatched)
+        elif submitted.new_task:
             await self.lifecycle.dispatch()
         export = Export.of(submitted.export, submitted.task)
         if export.status == "completed" and self.notifier and record.callback_url:

@@ -19,18 +19,23 @@ from redis.asyncio.client import Pipeline
 from app import keys
 from app.exports.schemas import ExportRecord, TaskRecord
 
-_DISPATCH = """
-local started = {}
-local free = tonumber(ARGV[1]) - redis.call('ZCARD', KEYS[2])
+
+def _dispatch_lua(waiting: str, active: str, max_active: str) -> str:
+    """Lua moving waiting tasks, oldest first, into free upstream slots (into ``started``)."""
+    return f"""
+local started = {{}}
+local free = tonumber({max_active}) - redis.call('ZCARD', {active})
 while free > 0 do
-  local head = redis.call('ZPOPMIN', KEYS[1])
+  local head = redis.call('ZPOPMIN', {waiting})
   if #head == 0 then break end
-  redis.call('ZADD', KEYS[2], head[2], head[1])
+  redis.call('ZADD', {active}, head[2], head[1])
   table.insert(started, head[1])
   free = free - 1
 end
-return started
 """
+
+
+_DISPATCH = _dispatch_lua("KEYS[1]", "KEYS[2]", "ARGV[1]") + "return started\n"
 
 
 # An export and the task serving it in one round trip (a status read is the hottest path).
@@ -50,8 +55,11 @@ return {export, redis.call('GET', ARGV[1] .. decoded['task_id'])}
 # in-flight nor a completed task of the fingerprint exists, store the new task and the export
 # and queue the task, atomically; otherwise answer 0 and ``submit`` takes the WATCH/MULTI path,
 # which knows how to share or reuse a task. The writes are those of that path's new-task branch
-# (``_queue_new_task`` and ``_queue_export_writes``): change both together.
-_SUBMIT_NEW = """
+# (``_queue_new_task`` and ``_queue_export_writes``): change both together. With a slot limit
+# in ARGV[8] it then dispatches too (as ``_DISPATCH``), sparing the caller a round trip, and
+# answers {1, task ids now holding a slot...}.
+_SUBMIT_NEW = (
+    """
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then
   return 0
 end
@@ -64,8 +72,15 @@ redis.call('SET', KEYS[6], ARGV[5], 'EX', ttl)
 redis.call('ZADD', KEYS[7], ARGV[6], ARGV[7])
 redis.call('SADD', KEYS[8], ARGV[7])
 redis.call('EXPIRE', KEYS[8], ttl)
-return 1
+if ARGV[8] == '' then
+  return 1
+end"""
+    + _dispatch_lua("KEYS[5]", "KEYS[9]", "ARGV[8]")
+    + """
+table.insert(started, 1, 1)
+return started
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +100,8 @@ class Submitted:
     export: ExportRecord
     task: TaskRecord
     new_task: bool
+    # Tasks moved into upstream slots by the submission itself (None: it did not dispatch).
+    dispatched: list[str] | None = None
 
 
 CancelOutcome = Literal["canceled", "finished", "missing"]
@@ -176,10 +193,12 @@ class ExportStore:
         export: ExportRecord,
         new_task: TaskRecord,
         reusable: Callable[[TaskRecord], bool],
+        max_active: int | None = None,
     ) -> Submitted:
         """Store ``export``, attached to the task now serving its query if there is one (or
         to a completed one that ``reusable`` accepts), else to ``new_task``, which is then
-        queued for an upstream slot. Atomic with respect to every other submission."""
+        queued for an upstream slot. Atomic with respect to every other submission. Given
+        ``max_active``, a new task's submission may also dispatch (``Submitted.dispatched``)."""
         fingerprint = new_task.fingerprint
         inflight_key = keys.inflight(fingerprint)
         latest_key = keys.latest(fingerprint)
@@ -194,6 +213,7 @@ class ExportStore:
                 keys.export(record.id),
                 keys.client_exports(record.client_id),
                 keys.task_exports(new_task.id),
+                keys.UPSTREAM_ACTIVE,
             ],
             args=[
                 self._ttl,
@@ -203,8 +223,11 @@ class ExportStore:
                 record.model_dump_json(),
                 _ms(record.created_at),
                 record.id,
+                "" if max_active is None else max_active,
             ],
         )
+        if isinstance(created, list):
+            return Submitted(record, new_task, new_task=True, dispatched=_strs(created[1:]))
         if created:
             return Submitted(record, new_task, new_task=True)
 
@@ -366,7 +389,7 @@ class ExportStore:
         started = await self._dispatch(
             keys=[keys.UPSTREAM_WAITING, keys.UPSTREAM_ACTIVE], args=[max_active]
         )
-        return [str(s) for s in started]
+        return _strs(started)
 
     async def slot_state(self) -> tuple[list[str], list[str]]:
         """(waiting task ids oldest first, active task ids)."""
@@ -401,3 +424,7 @@ class ExportStore:
 
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
+
+
+def _strs(values: list[str | bytes]) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]

@@ -87,3 +87,21 @@ async def test_fast_and_transactional_submissions_store_the_same_records(
     for name in ("open", "waiting", "client"):
         assert fast_state[name] == slow_state[name] is not None
     assert fast_state["followers"] == {"exp_1"} and slow_state["followers"] == {"exp_2"}
+
+
+async def test_a_fast_submission_dispatches_into_free_slots_oldest_first(
+    redis_client: Redis,
+) -> None:
+    store = ExportStore(redis_client, record_ttl=TTL)
+    await redis_client.zadd(keys.UPSTREAM_WAITING, {"tsk_older": 1})  # waiting before them
+    first = await store.submit(*_pair(1, "fp-1"), reusable=lambda task: False, max_active=2)
+    second = await store.submit(*_pair(2, "fp-2"), reusable=lambda task: False, max_active=2)
+    third = await store.submit(*_pair(3, "fp-3"), reusable=lambda task: False, max_active=3)
+    unlimited = await store.submit(*_pair(4, "fp-4"), reusable=lambda task: False)
+
+    assert first.dispatched == ["tsk_older", "tsk_1"]  # first in, first out
+    assert second.dispatched == []  # both slots taken: it waits
+    assert third.dispatched == ["tsk_2"]  # one more slot: the oldest waiting one gets it
+    assert unlimited.dispatched is None  # not asked to dispatch: the caller does
+    assert await redis_client.zrange(keys.UPSTREAM_ACTIVE, 0, -1) == ["tsk_older", "tsk_1", "tsk_2"]
+    assert await redis_client.zrange(keys.UPSTREAM_WAITING, 0, -1) == ["tsk_3", "tsk_4"]
