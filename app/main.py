@@ -53,14 +53,15 @@ def create_app() -> FastAPI:
         redoc_url=None,
     )
     app.add_middleware(RequestBodyGuard)
-    docs.install(app)
     problems.install(app)
     app.add_middleware(RequestContextMiddleware)
+    # Routes are matched in this order: the callers' routes first, the docs last.
     app.include_router(exports_router)
     app.include_router(export_links_router)
     app.include_router(webhooks_router)
     app.include_router(health_router)
     app.include_router(upstream_router)
+    docs.install(app)
     return app
 
 
