@@ -7,13 +7,13 @@ a worker thread, and those thread hops cost more than the rest of a status read 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.exports.csv import CsvService
-from app.exports.idempotency import IdempotencyKeys
 from app.exports.service import ExportService
 from app.logs import bind
 from app.runtime import Runtime
@@ -25,8 +25,7 @@ bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API k
 
 
 async def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+    return runtime_of(request)
 
 
 async def get_exports(request: Request) -> ExportService:
@@ -77,14 +76,21 @@ ClientId = Annotated[str, Depends(get_client_id)]
 WebhooksDep = Annotated[WebhookService, Depends(get_webhooks)]
 
 
-async def get_idempotency_keys(runtime: RuntimeDep) -> IdempotencyKeys:
-    return runtime.idempotency
+@dataclass(frozen=True, slots=True)
+class Caller:
+    client_id: str
+    runtime: Runtime
 
 
-async def admit_client(client_id: ClientId, runtime: RuntimeDep) -> None:
-    """Counts the request against the client's rate limit (429 when over it)."""
+async def admitted_caller(request: Request) -> Caller:
+    """For ``POST /v1/exports``: the caller, authenticated and counted against its rate limit
+    (429 when over it). One dependency where there were five: FastAPI's cost per dependency
+    was the largest share of accepting an export (docs/PERFORMANCE.md). Runs before the body
+    is validated, so a bad key answers 401 whatever the body."""
+    client_id = authenticate(request)
+    runtime = runtime_of(request)
     await runtime.rate_limiter.admit(client_id)
+    return Caller(client_id, runtime)
 
 
-IdempotencyDep = Annotated[IdempotencyKeys, Depends(get_idempotency_keys)]
-RateLimited = Depends(admit_client)
+AdmittedCaller = Annotated[Caller, Depends(admitted_caller)]

@@ -59,11 +59,11 @@ return 0
 
 @dataclass(frozen=True, slots=True)
 class StoredAnswer:
-    """A response worth answering again: status, headers and JSON body."""
+    """A response worth answering again: status, headers and JSON body (its text)."""
 
     status: int
     headers: dict[str, str]
-    body: dict[str, Any]
+    body: str
     replayed: bool = False
 
 
@@ -137,10 +137,13 @@ class IdempotencyKeys:
                 f"a request with this {HEADER} is still being handled; retry shortly",
                 headers={"Retry-After": "1"},
             )
+        body = stored["body"]
+        if not isinstance(body, str):  # stored as an object by versions before 2026-11-27
+            body = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
         return StoredAnswer(
             status=int(stored["status"]),
             headers=dict(stored["headers"]),
-            body=dict(stored["body"]),
+            body=body,
             replayed=True,
         )
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
-from fastapi.responses import JSONResponse
 
 from app.deps import (
     BEARER_SECURITY,
+    AdmittedCaller,
     ClientId,
     ExportsDep,
-    IdempotencyDep,
-    RateLimited,
     authenticate,
     runtime_of,
 )
@@ -52,13 +50,11 @@ _RETRY_AFTER = {
         },
         **problem_responses(400, 409, 413, 415, 422, 429),
     },
-    dependencies=[RateLimited],
+    openapi_extra=BEARER_SECURITY,
 )
 async def submit_export(
     body: ExportRequest,
-    client_id: ClientId,
-    exports: ExportsDep,
-    idempotency: IdempotencyDep,
+    caller: AdmittedCaller,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -69,23 +65,25 @@ async def submit_export(
             examples=["9d1c7f52-4e0b-4a8e-9c1e-0b5f3f1f2a77"],
         ),
     ] = None,
-) -> JSONResponse:
+) -> Response:
+    runtime = caller.runtime
+
     async def accept() -> StoredAnswer:
-        export = await exports.submit(client_id, body)
+        export = await runtime.exports.submit(caller.client_id, body)
         return StoredAnswer(
             status=status.HTTP_202_ACCEPTED,
             headers={"Location": f"/v1/exports/{export.id}"},
-            body=export.model_dump(mode="json"),
+            body=export.model_dump_json(),
         )
 
     body_hash = ""  # only a request with a key is ever compared with another
     if idempotency_key is not None:
         body_hash = request_hash(body.model_dump(mode="json", exclude_unset=True))
-    answer = await idempotency.run(client_id, idempotency_key, body_hash, accept)
+    answer = await runtime.idempotency.run(caller.client_id, idempotency_key, body_hash, accept)
     headers = dict(answer.headers)
     if answer.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(answer.body, answer.status, headers=headers)
+    return Response(answer.body, answer.status, headers=headers, media_type="application/json")
 
 
 @router.get(

@@ -39,3 +39,9 @@ async def test_another_clients_export_is_404_like_a_missing_one(stack: Stack) ->
     assert theirs.status_code == missing.status_code == 404
     assert theirs.headers["content-type"] == "application/problem+json"
     assert theirs.json()["title"] == missing.json()["title"]
+
+
+async def test_a_bad_key_answers_401_before_the_body_is_validated(stack: Stack) -> None:
+    async with stack.client("nobody") as api:
+        wrong_body = await api.post("/v1/exports", json={"filter": 7, "surprise": True})
+    assert wrong_body.status_code == 401

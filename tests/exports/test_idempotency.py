@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 from pathlib import Path
 
 import httpx
@@ -68,7 +70,7 @@ async def test_the_same_key_while_the_first_request_is_in_flight_is_409(
     async def slow_first_request() -> StoredAnswer:
         reserved.set()
         await release.wait()
-        return StoredAnswer(status=202, headers={}, body={"id": "exp_first"})
+        return StoredAnswer(status=202, headers={}, body='{"id":"exp_first"}')
 
     other_process = asyncio.create_task(
         IdempotencyKeys(redis_client).run("alice", "order-44", body_hash, slow_first_request)
@@ -148,3 +150,28 @@ async def test_two_api_processes_racing_on_one_key_create_one_export(
         finally:
             second.stop_all()
     assert await _exports_of(redis_client, "alice") == 5
+
+
+async def test_an_answer_stored_by_the_previous_version_still_replays(
+    stack: Stack, redis_client: Redis
+) -> None:
+    # Before 2026-11-27 the stored body was a JSON object, not the response's text.
+    body_hash = request_hash(ExportRequest.model_validate(BODY).model_dump(
+        mode="json", exclude_unset=True
+    ))  # fmt: skip
+    redis_key = keys.idempotency("alice", hashlib.sha256(b"order-old").hexdigest())
+    stored = {
+        "state": "done",
+        "request": body_hash,
+        "status": 202,
+        "headers": {"Location": "/v1/exports/exp_old"},
+        "body": {"id": "exp_old", "metadata": {"note": "café"}},
+    }
+    await redis_client.set(redis_key, json.dumps(stored), ex=600)
+    async with stack.client() as api:
+        again = await api.post("/v1/exports", json=BODY, headers={"Idempotency-Key": "order-old"})
+    assert again.status_code == 202
+    assert again.json() == {"id": "exp_old", "metadata": {"note": "café"}}
+    assert again.headers["location"] == "/v1/exports/exp_old"
+    assert again.headers["idempotent-replayed"] == "true"
+    assert await _exports_of(redis_client, "alice") == 0
