@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     fields_cache_seconds: float = Field(3600, gt=0)
     fields_stale_seconds: float = Field(86400, ge=0)
     worker_max_jobs: int = Field(50, ge=1)
+    # Slots of the delivery lane (worker/lane.py), besides GATEWAY_WORKER_MAX_JOBS.
+    worker_delivery_jobs: int = Field(20, ge=1)
     worker_job_timeout_seconds: float = Field(120, gt=0)
     queue_poll_seconds: float = Field(0.1, gt=0)
     sweep_grace_seconds: float = Field(60, gt=0)

@@ -65,7 +65,7 @@ async def prometheus_metrics(runtime: RuntimeDep) -> Response:
     try:
         await metrics.refresh_queue_gauges(
             runtime.redis,
-            job_queue_key=runtime.lifecycle.queue.queue_key,
+            job_queue_keys=runtime.lifecycle.queue.queue_keys,
             ready_worker_seconds=runtime.settings.ready_worker_seconds,
         )
     except RedisError as exc:  # serve the counters anyway; the gauges keep their last values

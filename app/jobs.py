@@ -39,6 +39,6 @@ class JobQueue(Protocol):
         ...
 
     @property
-    def queue_key(self) -> str | None:
-        """The Redis sorted set of pending jobs, for the queue depth gauge (None: unknown)."""
+    def queue_keys(self) -> tuple[str, ...]:
+        """The Redis sorted sets of pending jobs, for the queue depth gauge (empty: unknown)."""
         ...

@@ -24,10 +24,16 @@ All keys start with ``gw:`` so that an operator can tell them from arq's own ``a
                                           their next attempt is due (ms), for the sweep
     gw:workers                     ZSET   worker ids scored by their last heartbeat (unix seconds)
     gw:sweep:lock                  STR    the worker sweeping now (one sweep per interval)
+
+One arq queue is ours to name, though arq owns what is in it:
+
+    arq:queue:deliveries           ZSET   pending webhook deliveries (arq's default queue,
+                                          arq:queue, holds every other job)
 """
 
 from __future__ import annotations
 
+DELIVERY_QUEUE = "arq:queue:deliveries"
 PREFIX = "gw:"
 
 OPEN_TASKS = f"{PREFIX}tasks:open"

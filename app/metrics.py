@@ -92,7 +92,7 @@ WORKERS_ALIVE = Gauge(
 
 
 async def refresh_queue_gauges(
-    redis: Redis, *, job_queue_key: str | None, ready_worker_seconds: float
+    redis: Redis, *, job_queue_keys: tuple[str, ...], ready_worker_seconds: float
 ) -> None:
     """Set the scrape-time gauges from Redis (one pipeline of cheap commands)."""
     now = time.time()
@@ -102,8 +102,8 @@ async def refresh_queue_gauges(
         pipe.zcard(keys.UPSTREAM_ACTIVE)
         pipe.zrange(keys.UPSTREAM_WAITING, 0, 0, withscores=True)
         pipe.zcount(keys.WORKERS, now - ready_worker_seconds, "+inf")
-        if job_queue_key is not None:
-            pipe.zcard(job_queue_key)
+        for queue_key in job_queue_keys:
+            pipe.zcard(queue_key)
         results = await pipe.execute()
     open_tasks, waiting, active, oldest, workers = results[:5]
     OPEN_TASKS.set(open_tasks)
@@ -112,5 +112,5 @@ async def refresh_queue_gauges(
     # waiting tasks are scored by creation time in milliseconds
     OLDEST_WAITING_AGE.set(max(0.0, now - oldest[0][1] / 1000) if oldest else 0.0)
     WORKERS_ALIVE.set(workers)
-    if job_queue_key is not None:
-        JOB_QUEUE_DEPTH.set(results[5])
+    if job_queue_keys:
+        JOB_QUEUE_DEPTH.set(sum(results[5:]))

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -59,7 +60,7 @@ class WorkerChores:
         await self.heartbeat.beat()
         await metrics.refresh_queue_gauges(
             self.runtime.redis,
-            job_queue_key=self.sweeper.queue.queue_key,
+            job_queue_keys=self.sweeper.queue.queue_keys,
             ready_worker_seconds=self.runtime.settings.ready_worker_seconds,
         )
 
@@ -87,7 +88,7 @@ class WorkerChores:
             await asyncio.sleep(seconds)
 
 
-async def cancel_and_wait(tasks: list[asyncio.Task[None]], patience: float = 10.0) -> None:
+async def cancel_and_wait(tasks: Sequence[asyncio.Task[Any]], patience: float = 10.0) -> None:
     """Cancel ``tasks`` and wait (at most ``patience`` s) until they have ended.
 
     One ``cancel()`` is not always enough on Python 3.11: ``asyncio.wait_for``, which redis-py

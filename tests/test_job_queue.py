@@ -1,4 +1,5 @@
-"""``worker.tasks.ArqJobQueue`` against a real Redis and a real arq worker."""
+"""``worker.tasks.ArqJobQueue`` and the delivery lane against a real Redis and real arq
+workers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from arq import Worker
 from arq.connections import create_pool
 from arq.worker import func
 
+from app import keys
 from app.config import Settings
+from tests.support import wait_until
+from worker.lane import DeliveryLane
 from worker.tasks import ArqJobQueue, redis_settings
 
 
@@ -28,10 +32,10 @@ async def test_an_urgent_job_runs_before_every_job_that_fell_due_before_it(redis
         for task in polls:  # a backlog: polls already due
             assert await queue.schedule("poll_task", task, key=f"poll:{task}")
         await asyncio.sleep(0.01)  # arq scores in ms: the polls fell due strictly before
-        assert await queue.schedule("deliver_event", "event-0", key="deliver:event-0", urgent=True)
-        assert await queue.schedule("deliver_event", "event-1", key="deliver:event-1")
+        assert await queue.schedule("start_task", "task-urgent", key="start:u", urgent=True)
+        assert await queue.schedule("start_task", "task-late", key="start:l")
         worker = Worker(
-            functions=[func(record, name="poll_task"), func(record, name="deliver_event")],
+            functions=[func(record, name="poll_task"), func(record, name="start_task")],
             redis_pool=pool,
             burst=True,
             max_jobs=1,
@@ -41,9 +45,9 @@ async def test_an_urgent_job_runs_before_every_job_that_fell_due_before_it(redis
         await worker.main()
     finally:
         await pool.aclose()
-    assert ran[0] == "event-0"
+    assert ran[0] == "task-urgent"
     assert sorted(ran[1:-1]) == sorted(polls)
-    assert ran[-1] == "event-1"
+    assert ran[-1] == "task-late"
 
 
 async def test_a_delayed_job_waits_for_its_time_even_when_urgent(redis_url: str) -> None:
@@ -53,7 +57,48 @@ async def test_a_delayed_job_waits_for_its_time_even_when_urgent(redis_url: str)
         assert await queue.schedule(
             "deliver_event", "event-2", key="deliver:event-2", delay=60, urgent=True
         )
-        score = await queue.pool.zscore(queue.queue_key, "deliver:event-2")
+        score = await queue.pool.zscore(keys.DELIVERY_QUEUE, "deliver:event-2")
     finally:
         await queue.close()
     assert score is not None and score / 1000 > time.time() + 55
+
+
+async def test_deliveries_run_in_their_own_lane_whatever_waits_in_the_main_queue(
+    redis_url: str,
+) -> None:
+    settings = Settings(_env_file=None, redis_url=redis_url)
+    pool = await create_pool(redis_settings(settings))
+    queue = ArqJobQueue(pool)
+    delivered: list[str] = []
+
+    async def deliver_event(ctx: dict[str, Any], subject: str) -> None:
+        assert ctx["runtime"] == "the runtime"
+        delivered.append(subject)
+
+    lane = DeliveryLane(
+        pool=pool,
+        functions=[func(deliver_event, name="deliver_event")],
+        ctx={"runtime": "the runtime"},
+        max_jobs=5,
+        poll_delay=0.01,
+        job_timeout=10,
+        max_tries=3,
+    )
+    try:
+        for n in range(50):  # a backlog no worker is taking
+            assert await queue.schedule("poll_task", f"task-{n}", key=f"poll:task-{n}")
+        lane.start()
+        assert await queue.schedule("deliver_event", "event-1", key="deliver:event-1")
+        assert await queue.schedule("deliver_event", "event-2", key="deliver:event-2", urgent=True)
+        await wait_until(lambda: len(delivered) == 2, timeout=10, interval=0.02)
+        await lane.stop(wait_seconds=1)
+        assert sorted(delivered) == ["event-1", "event-2"]
+        assert await pool.zcard(queue.queue_key) == 50  # the main queue is untouched
+        assert await pool.zcard(keys.DELIVERY_QUEUE) == 0
+        # stopped: a delivery scheduled now waits for the next worker
+        assert await queue.schedule("deliver_event", "event-3", key="deliver:event-3")
+        await asyncio.sleep(0.2)
+        assert sorted(delivered) == ["event-1", "event-2"]
+        assert await pool.zcard(keys.DELIVERY_QUEUE) == 1
+    finally:
+        await pool.aclose()

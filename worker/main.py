@@ -27,6 +27,7 @@ from app.periodic import WorkerChores
 from app.redis_retry import reconnecting
 from app.runtime import build_runtime
 from worker import tasks
+from worker.lane import DeliveryLane
 from worker.outage import (
     keep_polling_through_outages,
     reconnecting_settings,
@@ -68,6 +69,17 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     ctx["chores"] = chores = WorkerChores(runtime, sweeper)
     await chores.start()
+    ctx["lane"] = lane = DeliveryLane(
+        pool=ctx["redis"],
+        functions=[_job(tasks.deliver_event)],
+        ctx={"runtime": runtime},
+        max_jobs=settings.worker_delivery_jobs,
+        poll_delay=settings.queue_poll_seconds,
+        job_timeout=settings.worker_job_timeout_seconds,
+        max_tries=MAX_TRIES,
+        on_job_start=job_start,
+    )
+    lane.start()
     tune_gc()
     task = asyncio.current_task()
     if task is not None and task.cancelling():
@@ -77,6 +89,9 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    lane = ctx.get("lane")
+    if lane is not None:
+        await lane.stop()
     chores = ctx.get("chores")
     if chores is not None:
         await chores.stop()
@@ -89,10 +104,16 @@ async def job_start(ctx: dict[str, Any]) -> None:
     bind(job_id=ctx.get("job_id"), job_try=ctx.get("job_try"))
 
 
+MAX_TRIES = 20
+
+
+def _job(function: Any) -> Any:
+    return survives_redis_outage(tasks.counting_redis_errors(function))
+
+
 class WorkerSettings:
-    functions: ClassVar[list[Any]] = [
-        survives_redis_outage(tasks.counting_redis_errors(f)) for f in tasks.FUNCTIONS
-    ]
+    # deliver_event too: deliveries enqueued before the delivery lane existed are in this queue
+    functions: ClassVar[list[Any]] = [_job(f) for f in tasks.FUNCTIONS]
     on_startup = startup
     on_shutdown = shutdown
     on_job_start = job_start
@@ -104,7 +125,7 @@ class WorkerSettings:
     # A job killed with its worker runs again on another after this (plus arq's 10 s).
     job_timeout = _settings.worker_job_timeout_seconds
     keep_result = 0
-    max_tries = 20
+    max_tries = MAX_TRIES
     allow_abort_jobs = False
     # SIGTERM: stop picking jobs, let running ones finish (bounded), then exit.
     job_completion_wait = _settings.worker_shutdown_seconds

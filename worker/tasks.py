@@ -16,7 +16,7 @@ from arq.connections import ArqRedis, RedisSettings
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from redis.exceptions import RedisError
 
-from app import metrics
+from app import keys, metrics
 from app.config import Settings
 from app.jobs import JobName
 from app.runtime import Runtime, redis_pool
@@ -45,6 +45,12 @@ return 1
 """
 
 
+# Webhook deliveries wait in a queue of their own, served in every worker process by a lane of
+# its own (``worker.main``): however many polls fall due at once, a delivery never waits for
+# a slot behind them. Every other job goes to arq's default queue.
+_QUEUE_OF: dict[JobName, str] = {"deliver_event": keys.DELIVERY_QUEUE}
+
+
 class ArqJobQueue:
     def __init__(self, pool: ArqRedis) -> None:
         self.pool = pool
@@ -52,8 +58,16 @@ class ArqJobQueue:
 
     @property
     def queue_key(self) -> str:
+        """arq's default queue: every job but deliveries."""
         name: str = self.pool.default_queue_name
         return name
+
+    @property
+    def queue_keys(self) -> tuple[str, ...]:
+        return (self.queue_key, keys.DELIVERY_QUEUE)
+
+    def queue_of(self, job: JobName) -> str:
+        return _QUEUE_OF.get(job, self.queue_key)
 
     @classmethod
     async def connect(cls, settings: Settings) -> ArqJobQueue:
@@ -73,7 +87,9 @@ class ArqJobQueue:
             timing = {"_defer_until": datetime.now(UTC) - HEAD_OF_LINE}
         else:
             timing = {}
-        enqueued = await self.pool.enqueue_job(job, subject_id, _job_id=key, **timing)
+        enqueued = await self.pool.enqueue_job(
+            job, subject_id, _job_id=key, _queue_name=self.queue_of(job), **timing
+        )
         return enqueued is not None
 
     async def is_scheduled(self, key: str) -> bool:
@@ -82,7 +98,8 @@ class ArqJobQueue:
 
     async def ensure_scheduled(self, job: JobName, subject_id: str, *, key: str) -> bool:
         lost = await self._clear_lost(
-            keys=[job_key_prefix + key, in_progress_key_prefix + key, self.queue_key], args=[key]
+            keys=[job_key_prefix + key, in_progress_key_prefix + key, self.queue_of(job)],
+            args=[key],
         )
         if not lost:
             return False

@@ -288,11 +288,14 @@ class TaskLifecycle:
             "upstream task finished",
             extra={"task_id": task_id, "status": task.status, "upstream_task_id": task.upstream_id},
         )
-        await self._count_finished(task)
+        # Callers first (a webhook is what someone is waiting for), then the slot, the expiry
+        # steps (days away) and the metrics; after a crash in between, ``_follow_up_again``
+        # and the sweep redo what is missing.
+        await self.notify_followers(task, event_type)
         await self.dispatch()
         if task.status == "completed":
             await self.schedule_expiry(task)
-        await self.notify_followers(task, event_type)
+        await self._count_finished(task)
 
     async def _follow_up_again(self, task: TaskRecord) -> None:
         """A step finds its task already finished: usually another step finished it and has
