@@ -18,6 +18,7 @@ from app.exports.idempotency import HEADER as IDEMPOTENCY_KEY
 from app.exports.idempotency import StoredAnswer, request_hash
 from app.exports.schemas import Export, ExportPage, ExportRequest, ExportStatus
 from app.problems import problem_responses
+from app.routing import DirectRoute
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"], responses=problem_responses(401, 503))
 
@@ -114,8 +115,20 @@ async def list_exports(
     return await exports.page(client_id, status=status, limit=limit, cursor=cursor)
 
 
-@router.get(
+async def get_export(export_id: str, request: Request) -> Response:
+    # The hottest route: a DirectRoute, so FastAPI neither solves dependencies nor validates
+    # the answer (most of its cost; docs/PERFORMANCE.md). Same checks, same answer, by hand.
+    client_id = authenticate(request)
+    export, retry_after = await runtime_of(request).exports.get(client_id, export_id)
+    headers = None if retry_after is None else {"Retry-After": str(retry_after)}
+    return Response(export.model_dump_json(), media_type="application/json", headers=headers)
+
+
+router.add_api_route(
     "/{export_id}",
+    get_export,
+    methods=["GET"],
+    route_class_override=DirectRoute,
     response_model=Export,
     summary="One export",
     responses={
@@ -124,14 +137,6 @@ async def list_exports(
     },
     openapi_extra=BEARER_SECURITY,
 )
-async def get_export(export_id: str, request: Request) -> Response:
-    # The hottest route, so it skips FastAPI's dependency solving and response validation
-    # (most of its cost; docs/PERFORMANCE.md): same checks, same answer, done by hand. The
-    # decorator's response_model and openapi_extra keep the documented interface.
-    client_id = authenticate(request)
-    export, retry_after = await runtime_of(request).exports.get(client_id, export_id)
-    headers = None if retry_after is None else {"Retry-After": str(retry_after)}
-    return Response(export.model_dump_json(), media_type="application/json", headers=headers)
 
 
 @router.delete(
