@@ -43,8 +43,8 @@ async def get_webhooks(request: Request) -> WebhookService:
     return runtime.webhooks
 
 
-# How a route that takes no dependencies (the hot status read) still shows the bearer scheme
-# in the OpenAPI document: ``openapi_extra=BEARER_SECURITY``.
+# How a route that authenticates without the ``ClientId`` dependency (the status read, the
+# accept route) still shows the bearer scheme in the OpenAPI document.
 BEARER_SECURITY: dict[str, Any] = {"security": [{"HTTPBearer": []}]}
 
 

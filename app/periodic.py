@@ -105,4 +105,4 @@ async def cancel_and_wait(tasks: Sequence[asyncio.Task[Any]], patience: float = 
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=0.2)
     if pending:
-        log.error("chores still running after %s s of cancelling", patience)
+        log.error("tasks still running after %s s of cancelling", patience)
