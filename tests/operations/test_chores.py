@@ -31,10 +31,10 @@ async def test_a_chore_that_swallows_its_first_cancellation_is_still_stopped() -
     task = asyncio.create_task(chore())
     await asyncio.sleep(0.05)
     started = time.monotonic()
-    await cancel_and_wait([task], patience=5)
+    await cancel_and_wait([task], patience=60)
     assert task.cancelled()
     assert swallowed == 1
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 20  # ended by a second cancel, not by running out
 
 
 async def test_sigterm_right_after_start_up_always_ends_the_worker(
