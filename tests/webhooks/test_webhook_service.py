@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -25,7 +24,7 @@ from app.webhooks.service import WebhookService, parse_delivery_subject
 from app.webhooks.signing import WebhookSigner
 from app.webhooks.ssrf import CallbackPolicy, Resolver, guarded_client
 from app.webhooks.store import WebhookStore
-from tests.support import WEBHOOK_SECRET, api_keys_setting
+from tests.support import WEBHOOK_SECRET, api_keys_setting, wait_until
 from tests.webhooks.receiver import Answer, Receiver
 from worker.tasks import ArqJobQueue
 
@@ -188,10 +187,7 @@ async def test_a_worker_dying_mid_attempt_leads_to_the_attempt_being_made_again(
     record, export = await completed_export(runtime, f"http://127.0.0.1:{receiver.port}/slow")
     event = await published(webhooks, record, export)
     doomed = asyncio.create_task(webhooks.deliver(event.id, 0, 1))
-    deadline = time.monotonic() + 20
-    while not receiver.requests("/slow"):
-        assert time.monotonic() < deadline, "the first attempt never arrived"
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: receiver.requests("/slow"), timeout=20, interval=0.05)
     doomed.cancel()  # the worker dies mid-attempt: nothing after the POST runs
     with pytest.raises(asyncio.CancelledError):
         await doomed
@@ -271,10 +267,7 @@ async def test_redeliver_during_an_attempt_sends_again_once_that_attempt_ends(
     record, export = await completed_export(runtime, f"http://127.0.0.1:{receiver.port}/busy-line")
     event = await published(webhooks, record, export)
     first = asyncio.create_task(webhooks.deliver(event.id, 0, 1))
-    deadline = time.monotonic() + 20
-    while not receiver.requests("/busy-line"):
-        assert time.monotonic() < deadline, "the first attempt never arrived"
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: receiver.requests("/busy-line"), timeout=20, interval=0.05)
     view = await webhooks.redeliver("alice", record.id)
     assert view.state == "pending"
     await first
