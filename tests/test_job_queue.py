@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from arq import Worker
-from arq.connections import create_pool
+from arq.connections import ArqRedis, create_pool
 from arq.worker import func
 
 from app import keys
@@ -100,5 +100,35 @@ async def test_deliveries_run_in_their_own_lane_whatever_waits_in_the_main_queue
         await asyncio.sleep(0.2)
         assert sorted(delivered) == ["event-1", "event-2"]
         assert await pool.zcard(keys.DELIVERY_QUEUE) == 1
+    finally:
+        await pool.aclose()
+
+
+class _LosesFirstTransaction(ArqRedis):
+    """arq's pool whose first enqueue ends the way a connection lost mid-transaction does:
+    arq catches the WatchError and answers None, and nothing was written."""
+
+    lost = 0
+
+    async def enqueue_job(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.lost:
+            self.lost += 1
+            return None
+        return await super().enqueue_job(*args, **kwargs)
+
+
+async def test_a_job_whose_enqueue_was_silently_lost_is_enqueued_again(redis_url: str) -> None:
+    settings = Settings(_env_file=None, redis_url=redis_url)
+    pool = await create_pool(redis_settings(settings))
+    flaky = _LosesFirstTransaction(connection_pool=pool.connection_pool)
+    queue = ArqJobQueue(flaky)
+    try:
+        assert await queue.schedule("poll_task", "task-1", key="poll:task-1:3")
+        assert flaky.lost == 1
+        assert await queue.is_scheduled("poll:task-1:3")
+        assert await pool.zscore(queue.queue_key, "poll:task-1:3") is not None
+        # a key really taken still answers False, without a second job
+        assert not await queue.schedule("poll_task", "task-1", key="poll:task-1:3")
+        assert await pool.zcard(queue.queue_key) == 1
     finally:
         await pool.aclose()

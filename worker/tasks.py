@@ -14,6 +14,7 @@ from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings
 from arq.constants import in_progress_key_prefix, job_key_prefix
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from app import keys, metrics
@@ -33,6 +34,9 @@ def redis_settings(settings: Settings) -> RedisSettings:
 # this long ago, which puts it ahead of every job that fell due since, however long the
 # backlog (a webhook's first attempt does not wait behind a thousand polls).
 HEAD_OF_LINE = timedelta(hours=1)
+
+# enqueue_job answering None for a key that is not scheduled: tries before giving up.
+ENQUEUE_ATTEMPTS = 3
 
 # Clear a job that is neither in the queue nor running (its queue entry was lost) so that it
 # can be enqueued again; a job still queued or running is left alone.
@@ -87,10 +91,18 @@ class ArqJobQueue:
             timing = {"_defer_until": datetime.now(UTC) - HEAD_OF_LINE}
         else:
             timing = {}
-        enqueued = await self.pool.enqueue_job(
-            job, subject_id, _job_id=key, _queue_name=self.queue_of(job), **timing
-        )
-        return enqueued is not None
+        for _ in range(ENQUEUE_ATTEMPTS):
+            enqueued = await self.pool.enqueue_job(
+                job, subject_id, _job_id=key, _queue_name=self.queue_of(job), **timing
+            )
+            if enqueued is not None:
+                return True
+            # arq answers None when the key is taken, but also when its transaction failed with
+            # WatchError, which is what redis-py raises for a connection lost mid-transaction
+            # (a Redis restart): then nothing was enqueued and the step would be lost.
+            if await self.is_scheduled(key):
+                return False
+        raise RedisConnectionError(f"could not enqueue job {key!r}")
 
     async def is_scheduled(self, key: str) -> bool:
         found = await self.pool.exists(job_key_prefix + key, in_progress_key_prefix + key)
