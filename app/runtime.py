@@ -24,6 +24,7 @@ from app.upstream.activity import ActivityService
 from app.upstream.catalog import FieldCatalog
 from app.upstream.client import UpstreamClient
 from app.upstream.pacing import RequestPacer
+from app.upstream.transport import ShardedTransport
 from app.webhooks.service import WebhookService
 from app.webhooks.signing import WebhookSigner
 from app.webhooks.ssrf import CallbackPolicy, guarded_client
@@ -93,7 +94,7 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
     redis = connect_redis(settings)
     http = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=UPSTREAM_CONNECT_SECONDS),
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        transport=ShardedTransport(),
         follow_redirects=False,
         trust_env=False,
     )
