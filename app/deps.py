@@ -83,14 +83,10 @@ class Caller:
 
 
 async def admitted_caller(request: Request) -> Caller:
-    """For ``POST /v1/exports``: the caller, authenticated and counted against its rate limit
-    (429 when over it). One dependency where there were five: FastAPI's cost per dependency
-    was the largest share of accepting an export (docs/PERFORMANCE.md). Runs before the body
-    is validated, so a bad key answers 401 whatever the body."""
+    """For ``POST /v1/exports`` (a ``DirectRoute``): the caller, authenticated and counted
+    against its rate limit (429 when over it), before the body is read, so a bad key answers
+    401 whatever the body."""
     client_id = authenticate(request)
     runtime = runtime_of(request)
     await runtime.rate_limiter.admit(client_id)
     return Caller(client_id, runtime)
-
-
-AdmittedCaller = Annotated[Caller, Depends(admitted_caller)]

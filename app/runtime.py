@@ -86,18 +86,23 @@ class Runtime:
         await self.redis.aclose()
 
 
+def upstream_http(settings: Settings) -> httpx.AsyncClient:
+    """The httpx client for the upstream API (bench/upstream_floor.py measures it alone)."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=UPSTREAM_CONNECT_SECONDS),
+        transport=ShardedTransport(),
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
 def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
     # Bad webhook settings stop the process here, before anything is opened (the errors name
     # the setting, never a secret).
     signer = WebhookSigner.from_settings(settings.webhook_secret, settings.webhook_secrets)
     policy = CallbackPolicy.from_setting(settings.webhook_allowed_networks)
     redis = connect_redis(settings)
-    http = httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=UPSTREAM_CONNECT_SECONDS),
-        transport=ShardedTransport(),
-        follow_redirects=False,
-        trust_env=False,
-    )
+    http = upstream_http(settings)
     token = settings.upstream_token.get_secret_value() if settings.upstream_token else None
     upstream = UpstreamClient(
         http,

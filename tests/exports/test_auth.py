@@ -44,4 +44,8 @@ async def test_another_clients_export_is_404_like_a_missing_one(stack: Stack) ->
 async def test_a_bad_key_answers_401_before_the_body_is_validated(stack: Stack) -> None:
     async with stack.client("nobody") as api:
         wrong_body = await api.post("/v1/exports", json={"filter": 7, "surprise": True})
+        not_json = await api.post(
+            "/v1/exports", content=b'{"filter": ', headers={"Content-Type": "application/json"}
+        )
     assert wrong_body.status_code == 401
+    assert not_json.status_code == 401  # the key is checked before the body is even read

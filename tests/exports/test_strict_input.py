@@ -160,6 +160,16 @@ async def test_a_body_that_is_not_utf8_text_is_400(api: Stack, store: Redis) -> 
     await _nothing_stored(store)
 
 
+async def test_an_empty_body_is_422_naming_the_body(api: Stack, store: Redis) -> None:
+    async with api.client() as client:
+        response = await client.post(
+            "/v1/exports", content=b"", headers={"Content-Type": "application/json"}
+        )
+    problem = _problem(response, 422, ["body"])
+    assert problem["errors"][0]["detail"] == "a JSON object is required"
+    await _nothing_stored(store)
+
+
 @pytest.mark.parametrize("body", [b"[]", b'"text"', b"42", b"null"])
 async def test_json_that_is_not_an_object_is_422(api: Stack, store: Redis, body: bytes) -> None:
     async with api.client() as client:
