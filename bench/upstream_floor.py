@@ -21,6 +21,7 @@ import asyncio
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -71,11 +72,14 @@ async def reads(
 
 async def measure(args: argparse.Namespace, base: str, sandbox_pid: int) -> None:
     ids = await create_tasks(base, args.tasks)
-    clients = {
+
+    def one_big_pool() -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        return httpx.AsyncClient(timeout=30, limits=limits)
+
+    clients: dict[str, Callable[[], httpx.AsyncClient]] = {
         "gateway client (25 pools x 4)": lambda: upstream_http(Settings()),
-        "one pool of 100, 20 kept alive": lambda: httpx.AsyncClient(
-            timeout=30, limits=httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        ),
+        "one pool of 100, 20 kept alive": one_big_pool,
     }
     for round_ in range(args.rounds):
         for label, make in clients.items():

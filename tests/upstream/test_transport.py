@@ -12,8 +12,9 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
+from app.localredis import free_port
 from app.upstream.transport import ShardedTransport
-from tests.support import ServerThread, free_port
+from tests.support import ServerThread
 
 
 @pytest.fixture(scope="module")
