@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import re
-import secrets
 from datetime import timedelta
 from typing import Protocol
 
@@ -30,6 +29,7 @@ from app.exports.schemas import (
     normalise_fields,
 )
 from app.exports.store import ExportStore
+from app.randomness import token_urlsafe
 from app.upstream.catalog import FieldCatalog
 from app.upstream.filters import FilterSyntaxError, normalise_filter
 
@@ -39,11 +39,11 @@ EXPORT_ID = re.compile(r"^exp_[A-Za-z0-9_-]{22}$")
 
 
 def new_export_id() -> str:
-    return "exp_" + secrets.token_urlsafe(16)  # 128 random bits
+    return "exp_" + token_urlsafe(16)  # 128 random bits
 
 
 def new_task_id() -> str:
-    return "tsk_" + secrets.token_urlsafe(16)
+    return "tsk_" + token_urlsafe(16)
 
 
 def fingerprint(filter: str | None, fields: list[str] | None, site_id: int | None) -> str:
