@@ -42,3 +42,14 @@ def test_redis_restart_scenario_loses_no_export_and_keeps_the_worker() -> None:
     assert "lost: 0" in output
     assert "worker_same_process_alive: True" in output
     assert "verdict: PASS" in output
+
+
+def test_upstream_floor_bench_prints_both_clients() -> None:
+    output = run_script(
+        "bench/upstream_floor.py", "--requests", "200", "--concurrency", "20",
+        "--tasks", "10", "--rounds", "1",
+    )  # fmt: skip
+    assert "machine: nproc=" in output
+    for client in ("gateway client (25 pools x 4)", "one pool of 100, 20 kept alive"):
+        line = next(line for line in output.splitlines() if client in line)
+        assert "req/s" in line and "us CPU/request" in line
