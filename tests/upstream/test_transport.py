@@ -80,6 +80,13 @@ async def test_a_streamed_response_holds_its_pool_until_closed(
         assert transport.in_flight == [0, 0]
 
 
+def test_every_pool_shares_one_tls_context() -> None:
+    # each pool loading the CA bundle itself cost half a second at every process start
+    transport = ShardedTransport(shards=5)
+    contexts = {id(pool._pool._ssl_context) for pool in transport._pools}
+    assert len(contexts) == 1
+
+
 def test_sizes_are_checked() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         ShardedTransport(shards=0)
