@@ -8,7 +8,8 @@ import time
 from typing import Any
 
 from arq import Worker
-from arq.connections import ArqRedis, create_pool
+from arq.connections import create_pool
+from arq.jobs import Job
 from arq.worker import func
 
 from app import keys
@@ -104,31 +105,45 @@ async def test_deliveries_run_in_their_own_lane_whatever_waits_in_the_main_queue
         await pool.aclose()
 
 
-class _LosesFirstTransaction(ArqRedis):
-    """arq's pool whose first enqueue ends the way a connection lost mid-transaction does:
-    arq catches the WatchError and answers None, and nothing was written."""
-
-    lost = 0
-
-    async def enqueue_job(self, *args: Any, **kwargs: Any) -> Any:
-        if not self.lost:
-            self.lost += 1
-            return None
-        return await super().enqueue_job(*args, **kwargs)
-
-
-async def test_a_job_whose_enqueue_was_silently_lost_is_enqueued_again(redis_url: str) -> None:
+async def test_a_scheduled_job_is_the_job_arq_would_have_enqueued(redis_url: str) -> None:
     settings = Settings(_env_file=None, redis_url=redis_url)
     pool = await create_pool(redis_settings(settings))
-    flaky = _LosesFirstTransaction(connection_pool=pool.connection_pool)
-    queue = ArqJobQueue(flaky)
+    queue = ArqJobQueue(pool)
     try:
-        assert await queue.schedule("poll_task", "task-1", key="poll:task-1:3")
-        assert flaky.lost == 1
-        assert await queue.is_scheduled("poll:task-1:3")
-        assert await pool.zscore(queue.queue_key, "poll:task-1:3") is not None
-        # a key really taken still answers False, without a second job
-        assert not await queue.schedule("poll_task", "task-1", key="poll:task-1:3")
+        await pool.delete(queue.queue_key, "arq:job:ours", "arq:job:arqs")
+        before = time.time() * 1000 - 1  # arq rounds to whole milliseconds
+        assert await queue.schedule("poll_task", "task-1", key="ours", delay=5)
+        assert await pool.enqueue_job("poll_task", "task-1", _job_id="arqs", _defer_by=5)
+        after = time.time() * 1000 + 1
+        ours = await Job("ours", pool).info()
+        arqs = await Job("arqs", pool).info()
+        assert ours is not None and arqs is not None
+        assert (ours.function, ours.args, ours.kwargs, ours.job_try) == (
+            arqs.function, arqs.args, arqs.kwargs, arqs.job_try,
+        )  # fmt: skip
+        assert (ours.function, ours.args) == ("poll_task", ("task-1",))
+        assert ours.score is not None and before + 5000 <= ours.score <= after + 5000
+        # the same expiry: due time plus arq's extra day
+        ttls = [await pool.pttl("arq:job:ours"), await pool.pttl("arq:job:arqs")]
+        assert all(5000 + 86_400_000 - 2000 < ttl <= 5000 + 86_400_000 for ttl in ttls)
+    finally:
+        await pool.aclose()
+
+
+async def test_a_taken_key_is_not_enqueued_twice(redis_url: str) -> None:
+    settings = Settings(_env_file=None, redis_url=redis_url)
+    pool = await create_pool(redis_settings(settings))
+    queue = ArqJobQueue(pool)
+    try:
+        await pool.delete(queue.queue_key, "arq:job:k1", "arq:result:k2")
+        assert await queue.schedule("poll_task", "task-1", key="k1")
+        assert await queue.is_scheduled("k1")
+        assert not await queue.schedule("poll_task", "task-1", key="k1", delay=60)
+        assert await pool.zcard(queue.queue_key) == 1
+        assert (await pool.zscore(queue.queue_key, "k1") or 0) < time.time() * 1000 + 1000
+        # a job that ran and kept its result holds its key too, as in arq
+        await pool.set("arq:result:k2", b"done")
+        assert not await queue.schedule("poll_task", "task-2", key="k2")
         assert await pool.zcard(queue.queue_key) == 1
     finally:
         await pool.aclose()

@@ -9,12 +9,12 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings
-from arq.constants import in_progress_key_prefix, job_key_prefix
-from redis.exceptions import ConnectionError as RedisConnectionError
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms
 from redis.exceptions import RedisError
 
 from app import keys, metrics
@@ -33,10 +33,21 @@ def redis_settings(settings: Settings) -> RedisSettings:
 # arq runs due jobs in the order of their scores (due times): an urgent job is scored as if due
 # this long ago, which puts it ahead of every job that fell due since, however long the
 # backlog (a webhook's first attempt does not wait behind a thousand polls).
-HEAD_OF_LINE = timedelta(hours=1)
+HEAD_OF_LINE_MS = 3_600_000  # one hour
 
-# enqueue_job answering None for a key that is not scheduled: tries before giving up.
-ENQUEUE_ATTEMPTS = 3
+# arq's ``enqueue_job`` as one script: the same checks and the same two writes (the pickled
+# job with its expiry, the queue entry), in one round trip instead of three (WATCH + EXISTS,
+# then MULTI/PSETEX/ZADD/EXEC), atomically without a WATCH, so a connection lost midway raises
+# instead of answering "already enqueued" (arq turns that WatchError into None). A poll step
+# enqueues its successor on every run, so this is one of a worker's largest Redis costs.
+_ENQUEUE = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
+  return 0
+end
+redis.call('PSETEX', KEYS[1], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+return 1
+"""
 
 # Clear a job that is neither in the queue nor running (its queue entry was lost) so that it
 # can be enqueued again; a job still queued or running is left alone.
@@ -59,6 +70,7 @@ class ArqJobQueue:
     def __init__(self, pool: ArqRedis) -> None:
         self.pool = pool
         self._clear_lost = pool.register_script(_CLEAR_LOST_JOB)
+        self._enqueue = pool.register_script(_ENQUEUE)
 
     @property
     def queue_key(self) -> str:
@@ -85,24 +97,23 @@ class ArqJobQueue:
     async def schedule(
         self, job: JobName, subject_id: str, *, key: str, delay: float = 0, urgent: bool = False
     ) -> bool:
+        enqueued_at = timestamp_ms()
         if delay > 0:
-            timing: dict[str, Any] = {"_defer_by": timedelta(seconds=delay)}
+            due = enqueued_at + round(delay * 1000)
         elif urgent:
-            timing = {"_defer_until": datetime.now(UTC) - HEAD_OF_LINE}
+            due = enqueued_at - HEAD_OF_LINE_MS
         else:
-            timing = {}
-        for _ in range(ENQUEUE_ATTEMPTS):
-            enqueued = await self.pool.enqueue_job(
-                job, subject_id, _job_id=key, _queue_name=self.queue_of(job), **timing
-            )
-            if enqueued is not None:
-                return True
-            # arq answers None when the key is taken, but also when its transaction failed with
-            # WatchError, which is what redis-py raises for a connection lost mid-transaction
-            # (a Redis restart): then nothing was enqueued and the step would be lost.
-            if await self.is_scheduled(key):
-                return False
-        raise RedisConnectionError(f"could not enqueue job {key!r}")
+            due = enqueued_at
+        # as arq: a job not started by its due time plus expires_extra_ms is dropped
+        expires = max(due - enqueued_at, 0) + self.pool.expires_extra_ms
+        payload = serialize_job(
+            job, (subject_id,), {}, None, enqueued_at, serializer=self.pool.job_serializer
+        )
+        enqueued = await self._enqueue(
+            keys=[job_key_prefix + key, result_key_prefix + key, self.queue_of(job)],
+            args=[key, due, expires, payload],
+        )
+        return bool(enqueued)
 
     async def is_scheduled(self, key: str) -> bool:
         found = await self.pool.exists(job_key_prefix + key, in_progress_key_prefix + key)
