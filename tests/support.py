@@ -130,6 +130,14 @@ class Stack:
     def start_worker(self, name: str = "worker") -> subprocess.Popen[bytes]:
         return self._spawn(name, ["-m", "arq", "worker.main.WorkerSettings"])
 
+    def wait_ready(self, timeout: float = 20) -> None:
+        """Until ``/readyz`` answers 200: Redis up and a worker has reported."""
+        deadline = time.monotonic() + timeout
+        while httpx.get(f"{self.api_url}/readyz", timeout=2).status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the stack did not get ready; see {self.logs}")
+            time.sleep(0.1)
+
     def stop(self, process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
         stop_process(process, sig)
 

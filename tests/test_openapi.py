@@ -99,8 +99,10 @@ async def test_every_route_documents_its_answers_and_problems(stack: Stack) -> N
 def fuzzed_stack(
     redis_url: str, upstream_url: str, sandbox: httpx.Client, tmp_path: Path
 ) -> Iterator[Stack]:
-    """API and one worker, so stateful runs see exports go running and completed."""
+    """API and one worker, so stateful runs see exports go running and completed; ready (a
+    worker has reported) before the run, or ``/readyz`` would rightly answer 503."""
     with running_stack(redis_url, upstream_url, tmp_path, workers=1) as gateway:
+        gateway.wait_ready()
         yield gateway
 
 
