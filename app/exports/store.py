@@ -51,6 +51,16 @@ return {export, redis.call('GET', ARGV[1] .. decoded['task_id'])}
 """
 
 
+# A record replaced only if it still holds exactly what was read (a compare-and-set): the
+# common task update (a poll that finds the task still running) in one round trip where a
+# WATCH/GET/MULTI transaction takes three. Answers 0 when the record changed meanwhile.
+_REPLACE_IF_UNCHANGED = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+
+
 # The common submission, a query nobody has asked before, in one round trip: when neither an
 # in-flight nor a completed task of the fingerprint exists, store the new task and the export
 # and queue the task, atomically; otherwise answer 0 and ``submit`` takes the WATCH/MULTI path,
@@ -114,6 +124,7 @@ class ExportStore:
         self._dispatch = redis.register_script(_DISPATCH)
         self._export_with_task = redis.register_script(_EXPORT_WITH_TASK)
         self._submit_new = redis.register_script(_SUBMIT_NEW)
+        self._replace_if_unchanged = redis.register_script(_REPLACE_IF_UNCHANGED)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -281,6 +292,22 @@ class ExportStore:
         or None to leave it as it is. A change that finishes the task also releases its
         upstream slot and its coalescing entry in the same transaction."""
         task_key = keys.task(task_id)
+        # Fast path: a change between two unfinished states touches only the record, so a
+        # compare-and-set suffices; a finishing change (slot, coalescing entry, indexes), or a
+        # record changed since it was read, takes the transaction below.
+        raw = await self.redis.get(task_key)
+        if not raw:
+            return TaskUpdate(None, None)
+        current = TaskRecord.model_validate_json(raw)
+        updated = change(current)
+        if updated is None or updated == current:
+            return TaskUpdate(current, current)
+        if not current.finished and not updated.finished:
+            replaced = await self._replace_if_unchanged(
+                keys=[task_key], args=[raw, updated.model_dump_json(), self._ttl]
+            )
+            if replaced:
+                return TaskUpdate(current, updated)
 
         async def attempt(pipe: Pipeline) -> TaskUpdate:
             await pipe.watch(task_key)
