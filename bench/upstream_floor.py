@@ -10,7 +10,8 @@ parsing beyond ``json()``. Once with the gateway's own upstream client
 connections, 20 kept alive (the client before 2026-11-27). It prints, per client, the
 requests per second, this process's CPU per request, and the sandbox's CPU per request.
 
-One worker process can never poll faster than 1 / (its CPU per request): with a 10 s poll cap,
+Runs on uvloop, as the worker does. One worker process can never poll faster than
+1 / (its CPU per request): with a 10 s poll cap,
 10,000 tasks in flight need 1,000 polls a second.
 """
 
@@ -27,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
+import uvloop
 
 from app.config import Settings
 from app.runtime import upstream_http
@@ -108,6 +110,7 @@ def main() -> None:
         procs = Processes(Path(logs), {})
         try:
             sandbox = start_sandbox(procs, {"task_seconds": 86400})
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # the worker's loop
             asyncio.run(measure(args, sandbox.base_url, sandbox.process.pid))
         finally:
             procs.stop_all()
