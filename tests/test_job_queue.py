@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from arq import Worker
-from arq.connections import create_pool
+from arq.connections import ArqRedis, create_pool
 from arq.jobs import Job
 from arq.worker import func
 
@@ -105,45 +107,41 @@ async def test_deliveries_run_in_their_own_lane_whatever_waits_in_the_main_queue
         await pool.aclose()
 
 
-async def test_a_scheduled_job_is_the_job_arq_would_have_enqueued(redis_url: str) -> None:
-    settings = Settings(_env_file=None, redis_url=redis_url)
-    pool = await create_pool(redis_settings(settings))
-    queue = ArqJobQueue(pool)
-    try:
-        await pool.delete(queue.queue_key, "arq:job:ours", "arq:job:arqs")
-        before = time.time() * 1000 - 1  # arq rounds to whole milliseconds
-        assert await queue.schedule("poll_task", "task-1", key="ours", delay=5)
-        assert await pool.enqueue_job("poll_task", "task-1", _job_id="arqs", _defer_by=5)
-        after = time.time() * 1000 + 1
-        ours = await Job("ours", pool).info()
-        arqs = await Job("arqs", pool).info()
-        assert ours is not None and arqs is not None
-        assert (ours.function, ours.args, ours.kwargs, ours.job_try) == (
-            arqs.function, arqs.args, arqs.kwargs, arqs.job_try,
-        )  # fmt: skip
-        assert (ours.function, ours.args) == ("poll_task", ("task-1",))
-        assert ours.score is not None and before + 5000 <= ours.score <= after + 5000
-        # the same expiry: due time plus arq's extra day
-        ttls = [await pool.pttl("arq:job:ours"), await pool.pttl("arq:job:arqs")]
-        assert all(5000 + 86_400_000 - 2000 < ttl <= 5000 + 86_400_000 for ttl in ttls)
-    finally:
-        await pool.aclose()
+@pytest.fixture
+async def arq_pool(redis_url: str) -> AsyncIterator[ArqRedis]:
+    """arq's pool on a freshly emptied database."""
+    pool = await create_pool(redis_settings(Settings(_env_file=None, redis_url=redis_url)))
+    yield pool
+    await pool.aclose()
 
 
-async def test_a_taken_key_is_not_enqueued_twice(redis_url: str) -> None:
-    settings = Settings(_env_file=None, redis_url=redis_url)
-    pool = await create_pool(redis_settings(settings))
-    queue = ArqJobQueue(pool)
-    try:
-        await pool.delete(queue.queue_key, "arq:job:k1", "arq:result:k2")
-        assert await queue.schedule("poll_task", "task-1", key="k1")
-        assert await queue.is_scheduled("k1")
-        assert not await queue.schedule("poll_task", "task-1", key="k1", delay=60)
-        assert await pool.zcard(queue.queue_key) == 1
-        assert (await pool.zscore(queue.queue_key, "k1") or 0) < time.time() * 1000 + 1000
-        # a job that ran and kept its result holds its key too, as in arq
-        await pool.set("arq:result:k2", b"done")
-        assert not await queue.schedule("poll_task", "task-2", key="k2")
-        assert await pool.zcard(queue.queue_key) == 1
-    finally:
-        await pool.aclose()
+async def test_a_scheduled_job_is_the_job_arq_would_have_enqueued(arq_pool: ArqRedis) -> None:
+    queue = ArqJobQueue(arq_pool)
+    before = time.time() * 1000 - 1  # arq rounds to whole milliseconds
+    assert await queue.schedule("poll_task", "task-1", key="ours", delay=5)
+    assert await arq_pool.enqueue_job("poll_task", "task-1", _job_id="arqs", _defer_by=5)
+    after = time.time() * 1000 + 1
+    ours = await Job("ours", arq_pool).info()
+    arqs = await Job("arqs", arq_pool).info()
+    assert ours is not None and arqs is not None
+    assert (ours.function, ours.args, ours.kwargs, ours.job_try) == (
+        arqs.function, arqs.args, arqs.kwargs, arqs.job_try,
+    )  # fmt: skip
+    assert (ours.function, ours.args) == ("poll_task", ("task-1",))
+    assert ours.score is not None and before + 5000 <= ours.score <= after + 5000
+    # the same expiry: due time plus arq's extra day
+    ttls = [await arq_pool.pttl("arq:job:ours"), await arq_pool.pttl("arq:job:arqs")]
+    assert all(5000 + 86_400_000 - 2000 < ttl <= 5000 + 86_400_000 for ttl in ttls)
+
+
+async def test_a_taken_key_is_not_enqueued_twice(arq_pool: ArqRedis) -> None:
+    queue = ArqJobQueue(arq_pool)
+    assert await queue.schedule("poll_task", "task-1", key="k1")
+    assert await queue.is_scheduled("k1")
+    assert not await queue.schedule("poll_task", "task-1", key="k1", delay=60)
+    assert await arq_pool.zcard(queue.queue_key) == 1
+    assert (await arq_pool.zscore(queue.queue_key, "k1") or 0) < time.time() * 1000 + 1000
+    # a job that ran and kept its result holds its key too, as in arq
+    await arq_pool.set("arq:result:k2", b"done")
+    assert not await queue.schedule("poll_task", "task-2", key="k2")
+    assert await arq_pool.zcard(queue.queue_key) == 1
