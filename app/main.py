@@ -11,20 +11,20 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import docs, problems
-from app.auth import ApiKeys
 from app.config import get_settings
 from app.exports.link_routes import router as export_links_router
 from app.exports.routes import router as exports_router
-from app.gc_tuning import tune_gc
-from app.health import router as health_router
-from app.logs import configure_for
-from app.middleware import RequestContextMiddleware
-from app.requestbody import RequestBodyGuard
-from app.runtime import build_runtime
+from app.platform.gc_tuning import tune_gc
+from app.platform.logs import configure_for
+from app.platform.queue import ArqJobQueue
 from app.upstream.routes import router as upstream_router
+from app.web import docs, problems
+from app.web.auth import ApiKeys
+from app.web.health import router as health_router
+from app.web.middleware import RequestContextMiddleware
+from app.web.requestbody import RequestBodyGuard
 from app.webhooks.routes import router as webhooks_router
-from worker.tasks import ArqJobQueue
+from app.wiring.runtime import build_runtime
 
 
 @asynccontextmanager

@@ -1,7 +1,7 @@
 """Shared parts of the benchmarks and fault scenarios: the machine, a private Redis, the sandbox
 upstream and the gateway's own processes, and small statistics helpers.
 
-Every script starts its own private Redis (``app.localredis.LocalRedis``), its own sandbox
+Every script starts its own private Redis (``app.platform.localredis.LocalRedis``), its own sandbox
 upstream (a subprocess, ``bench/_sandbox_server.py``, so that its CPU does not share the
 script's GIL) and the API and workers as real processes, exactly as an operator would run them.
 """
@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from app.localredis import LocalRedis, free_port, stop_process
+from app.platform.localredis import LocalRedis, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"

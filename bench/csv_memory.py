@@ -33,7 +33,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.localredis import LocalRedis, free_port
+from app.platform.localredis import LocalRedis, free_port
 
 TOKEN = "bench-token"
 API_KEY = "bench-key-0123456789"

@@ -6,7 +6,7 @@ Starts the sandbox (its own process), creates ``--tasks`` upstream tasks that ne
 then sends ``--requests`` task reads (``GET /tasks/export/:id``, what a poll step sends) from
 this process, ``--concurrency`` at a time, with nothing else: no Redis, no job queue, no
 parsing beyond ``json()``. Once with the gateway's own upstream client
-(``app.runtime.upstream_http``: 25 pools of 4 connections) and once with one pool of 100
+(``app.wiring.runtime.upstream_http``: 25 pools of 4 connections) and once with one pool of 100
 connections, 20 kept alive (the client before 2026-11-27). It prints, per client, the
 requests per second, this process's CPU per request, and the sandbox's CPU per request.
 
@@ -31,7 +31,7 @@ import httpx
 import uvloop
 
 from app.config import Settings
-from app.runtime import upstream_http
+from app.wiring.runtime import upstream_http
 from bench._common import SANDBOX_TOKEN, Processes, cpu_seconds, print_machine, start_sandbox
 
 HEADERS = {"Authorization": f"Bearer {SANDBOX_TOKEN}", "Accept": "application/json"}

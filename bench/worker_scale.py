@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 import redis
 
-from app import keys
+from app.platform import keys
 from bench._common import AUTH, cpu_seconds, percentile, print_machine, private_run, rss_kib
 
 

@@ -15,7 +15,7 @@ import pytest
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
-from app.localredis import LocalRedis
+from app.platform.localredis import LocalRedis
 from app.sandbox.config import SandboxConfig
 from app.sandbox.server import create_app
 from tests.support import SANDBOX_TOKEN, ServerThread, Stack, running_stack

@@ -22,7 +22,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from app.localredis import free_port, stop_process
+from app.platform.localredis import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX_TOKEN = "sandbox-test-token"

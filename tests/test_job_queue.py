@@ -1,4 +1,4 @@
-"""``worker.tasks.ArqJobQueue`` and the delivery lane against a real Redis and real arq
+"""``app.platform.queue.ArqJobQueue`` and the delivery lane against a real Redis and real arq
 workers."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from arq.connections import ArqRedis, create_pool
 from arq.jobs import Job
 from arq.worker import func
 
-from app import keys
 from app.config import Settings
+from app.platform import keys
+from app.platform.queue import ArqJobQueue, redis_settings
 from tests.support import wait_until
 from worker.lane import DeliveryLane
-from worker.tasks import ArqJobQueue, redis_settings
 
 
 async def test_an_urgent_job_runs_before_every_job_that_fell_due_before_it(redis_url: str) -> None:

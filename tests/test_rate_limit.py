@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 from redis.asyncio import Redis
 
-from app import keys
+from app.platform import keys
 from tests.support import Stack, running_stack
 
 

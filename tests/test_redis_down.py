@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from app.localredis import LocalRedis
+from app.platform.localredis import LocalRedis
 from tests.support import Stack, running_stack
 
 # Generous for a busy 2-core machine; Redis socket timeouts are 2 s.

@@ -1,5 +1,5 @@
 """The delivery lane: a second arq worker inside every worker process, serving only the
-webhook delivery queue (``app.keys.DELIVERY_QUEUE``) with ``GATEWAY_WORKER_DELIVERY_JOBS``
+webhook delivery queue (``app.platform.keys.DELIVERY_QUEUE``) with ``GATEWAY_WORKER_DELIVERY_JOBS``
 slots of its own.
 
 Why: arq takes due jobs in due order and starts each as soon as one of the worker's slots is
@@ -28,8 +28,8 @@ from arq.connections import ArqRedis
 from arq.typing import StartupShutdown
 from arq.worker import Worker
 
-from app import keys
-from app.periodic import cancel_and_wait
+from app.platform import keys
+from worker.chores import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,13 @@ from prometheus_client import start_http_server
 
 from app.config import get_settings
 from app.exports.sweep import Sweeper
-from app.gc_tuning import tune_gc
-from app.logs import bind, configure_for, json_from_import
-from app.periodic import WorkerChores
-from app.redis_retry import reconnecting
-from app.runtime import build_runtime
+from app.platform.gc_tuning import tune_gc
+from app.platform.logs import bind, configure_for, json_from_import
+from app.platform.queue import ArqJobQueue, redis_settings
+from app.platform.redis_retry import reconnecting
+from app.wiring.runtime import build_runtime
 from worker import tasks
+from worker.chores import WorkerChores
 from worker.lane import DeliveryLane
 from worker.outage import (
     keep_polling_through_outages,
@@ -49,7 +50,7 @@ keep_polling_through_outages()
 async def startup(ctx: dict[str, Any]) -> None:
     settings = get_settings()
     configure_for(settings)
-    queue = tasks.ArqJobQueue(ctx["redis"])
+    queue = ArqJobQueue(ctx["redis"])
     runtime = build_runtime(settings, queue)
     reconnecting(runtime.redis, settings.worker_redis_retry_seconds)
     ctx["runtime"] = runtime
@@ -90,7 +91,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         # A SIGTERM during start-up whose cancellation redis-py swallowed (Python 3.11, see
-        # app.periodic.cancel_and_wait): shut down now rather than run on, deaf to it.
+        # worker.chores.cancel_and_wait): shut down now rather than run on, deaf to it.
         raise asyncio.CancelledError
 
 
@@ -124,7 +125,7 @@ class WorkerSettings:
     on_shutdown = shutdown
     on_job_start = job_start
     redis_settings: RedisSettings = reconnecting_settings(
-        tasks.redis_settings(_settings), _settings.worker_redis_retry_seconds
+        redis_settings(_settings), _settings.worker_redis_retry_seconds
     )
     max_jobs = _settings.worker_max_jobs
     poll_delay = _settings.queue_poll_seconds

@@ -1,6 +1,6 @@
 """A worker rides out a Redis outage: its clients reconnect, and its jobs are retried.
 
-``reconnecting_settings`` gives arq's pool the reconnect policy of ``app.redis_retry``
+``reconnecting_settings`` gives arq's pool the reconnect policy of ``app.platform.redis_retry``
 (without it, arq's poll loop dies on the first refused connection and the worker exits).
 That is not enough on its own: arq 0.28 starts each job inside a WATCH, and redis-py turns a
 connection lost while watching into WatchError, which arq lets escape from its poll loop
@@ -10,8 +10,9 @@ pause and poll again instead of ending the worker.
 arq treats any exception of a job as final: the job is recorded as failed and never runs
 again, so a poll step that failed because Redis was restarting would end its task's chain of
 steps. ``survives_redis_outage`` turns a Redis connection or timeout error that outlasted the
-client's own reconnect policy (app.redis_retry) into ``arq.Retry``: arq runs the job again a
-few seconds later (up to the worker's ``max_tries``). Steps are idempotent, so a rerun is safe.
+client's own reconnect policy (app.platform.redis_retry) into ``arq.Retry``: arq runs the job
+again a few seconds later (up to the worker's ``max_tries``). Steps are idempotent, so a rerun
+is safe.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
-from app.redis_retry import redis_retry, retry_errors
+from app.platform.redis_retry import redis_retry, retry_errors
 
 log = logging.getLogger(__name__)
 

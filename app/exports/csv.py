@@ -29,9 +29,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from app.errors import Conflict, Gone, UpstreamFailure
 from app.exports.schemas import Export
 from app.exports.service import ExportService
+from app.platform.errors import Conflict, Gone, UpstreamFailure
 
 log = logging.getLogger(__name__)
 

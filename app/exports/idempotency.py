@@ -33,8 +33,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app import keys
-from app.errors import BadRequest, Conflict, InvalidRequest, MemberProblem
+from app.platform import keys
+from app.platform.errors import BadRequest, Conflict, InvalidRequest, MemberProblem
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255

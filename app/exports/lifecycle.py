@@ -17,12 +17,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from app import metrics
-from app.clock import utcnow
 from app.config import Settings
 from app.exports.schemas import ErrorInfo, Export, ExportRecord, TaskRecord
 from app.exports.store import ExportStore
-from app.jobs import JobName, JobQueue
+from app.platform import metrics
+from app.platform.clock import utcnow
+from app.platform.jobs import JobName, JobQueue
 from app.upstream.client import UpstreamClient
 from app.upstream.errors import PermanentUpstreamError, TransientUpstreamError
 from app.upstream.parsing import ParsedTask

@@ -14,10 +14,10 @@ from fastapi import APIRouter, Response, status
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from app.deps import ClientId, CsvDep, ExportsDep
 from app.exports.csv import CsvDownload, CsvStreamError
 from app.exports.schemas import Export
-from app.problems import PROBLEM_RESPONSES, Problem
+from app.web.deps import ClientId, CsvDep, ExportsDep
+from app.web.problems import PROBLEM_RESPONSES, Problem
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import base64
 import binascii
 import re
 
-from app.errors import invalid
 from app.exports.schemas import Export, ExportPage, ExportStatus
 from app.exports.store import ExportStore
+from app.platform.errors import invalid
 
 SCAN_BUDGET = 1000
 _EXPORT_ID = re.compile(r"^exp_[A-Za-z0-9_-]{22}$")

@@ -6,7 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
-from app.deps import (
+from app.exports.idempotency import HEADER as IDEMPOTENCY_KEY
+from app.exports.idempotency import StoredAnswer, request_hash
+from app.exports.schemas import Export, ExportPage, ExportRequest, ExportStatus
+from app.web.deps import (
     BEARER_SECURITY,
     ClientId,
     ExportsDep,
@@ -14,11 +17,8 @@ from app.deps import (
     authenticate,
     runtime_of,
 )
-from app.exports.idempotency import HEADER as IDEMPOTENCY_KEY
-from app.exports.idempotency import StoredAnswer, request_hash
-from app.exports.schemas import Export, ExportPage, ExportRequest, ExportStatus
-from app.problems import problem_responses
-from app.routing import DirectRoute, handled_by, json_body
+from app.web.problems import problem_responses
+from app.web.routing import DirectRoute, handled_by, json_body
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"], responses=problem_responses(401, 503))
 

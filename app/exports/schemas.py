@@ -1,6 +1,6 @@
 """Shapes of an export: the caller's request, the stored records and the caller-facing view.
 
-Two records live in Redis (see ``app.keys``):
+Two records live in Redis (see ``app.platform.keys``):
 
 * ``TaskRecord``: one upstream task and everything upstream told us about it. Identical requests
   share one task (coalescing), so its lifecycle is the upstream one.
@@ -25,8 +25,8 @@ from pydantic import (
     field_validator,
 )
 
-from app.clock import utcnow
-from app.jobs import JobName
+from app.platform.clock import utcnow
+from app.platform.jobs import JobName
 
 ExportStatus = Literal["queued", "running", "completed", "failed", "canceled", "expired"]
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "canceled", "expired"})

@@ -14,9 +14,6 @@ import re
 from datetime import timedelta
 from typing import Protocol
 
-from app import metrics
-from app.clock import utcnow
-from app.errors import Conflict, NotFound, invalid
 from app.exports import listing
 from app.exports.lifecycle import Notifier, TaskLifecycle
 from app.exports.schemas import (
@@ -29,7 +26,10 @@ from app.exports.schemas import (
     normalise_fields,
 )
 from app.exports.store import ExportStore
-from app.randomness import token_urlsafe
+from app.platform import metrics
+from app.platform.clock import utcnow
+from app.platform.errors import Conflict, NotFound, invalid
+from app.platform.ids import token_urlsafe
 from app.upstream.catalog import FieldCatalog
 from app.upstream.filters import FilterSyntaxError, normalise_filter
 

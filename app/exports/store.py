@@ -1,4 +1,4 @@
-"""Every Redis read and write of exports and upstream tasks (key names: ``app.keys``).
+"""Every Redis read and write of exports and upstream tasks (key names: ``app.platform.keys``).
 
 Records are JSON documents. Changes that must hold together (a submission that may share a
 running task, a task finishing, a cancel) run as optimistic transactions: WATCH the keys that
@@ -16,8 +16,8 @@ from typing import Literal
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from app import keys
 from app.exports.schemas import ExportRecord, TaskRecord
+from app.platform import keys
 
 
 def _dispatch_lua(waiting: str, active: str, max_active: str) -> str:
@@ -39,7 +39,7 @@ _DISPATCH = _dispatch_lua("KEYS[1]", "KEYS[2]", "ARGV[1]") + "return started\n"
 
 
 # An export and the task serving it in one round trip (a status read is the hottest path).
-# The task key is built from the prefix passed in ARGV[1] (app.keys.task("")).
+# The task key is built from the prefix passed in ARGV[1] (app.platform.keys.task("")).
 _EXPORT_WITH_TASK = """
 local export = redis.call('GET', KEYS[1])
 if not export then return {false, false} end

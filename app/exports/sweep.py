@@ -1,5 +1,5 @@
 """The self-healing sweep: finds work that should be moving but has nothing scheduled to move
-it, and schedules it again. Framework-free; the worker runs it periodically (``app.periodic``)
+it, and schedules it again. Framework-free; the worker runs it periodically (``worker.chores``)
 and tests call ``Sweeper.sweep()`` directly.
 
 Every repair is idempotent, so any number of workers may sweep at once (the periodic runner
@@ -27,12 +27,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from app import metrics
-from app.clock import utcnow
 from app.exports.lifecycle import TaskLifecycle
 from app.exports.schemas import TaskRecord
 from app.exports.store import ExportStore
-from app.jobs import JobQueue
+from app.platform import metrics
+from app.platform.clock import utcnow
+from app.platform.jobs import JobQueue
 
 log = logging.getLogger(__name__)
 

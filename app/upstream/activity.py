@@ -18,7 +18,7 @@ import asyncio
 import math
 from typing import Any
 
-from app.errors import ServiceUnavailable, UpstreamFailure, invalid
+from app.platform.errors import ServiceUnavailable, UpstreamFailure, invalid
 from app.upstream.client import UpstreamClient
 from app.upstream.errors import PermanentUpstreamError, TransientUpstreamError
 from app.upstream.filters import FilterSyntaxError, normalise_filter

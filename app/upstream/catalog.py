@@ -11,7 +11,7 @@ nothing (somebody is already refreshing); a caller that needs a missing entry wa
 lock holder's answer, then takes the lock itself if there is still none. So a thousand callers
 of a cold or stale site cost upstream one request, not a thousand.
 
-What upstream answers decides what the caller is told (``app.errors``):
+What upstream answers decides what the caller is told (``app.platform.errors``):
 
     401 (the gateway's token is refused)   GET /v1/fields: 502; a submission: accepted unchecked
     403 (the token lacks the site)         422 naming site_id: not accessible with the token
@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from app import keys
-from app.errors import (
+from app.platform import keys
+from app.platform.errors import (
     GatewayError,
     InvalidRequest,
     MemberProblem,

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from app import metrics
+from app.platform import metrics
 from app.upstream.errors import (
     TransientUpstreamError,
     UpstreamBadResponse,

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app import keys
+from app.platform import keys
 
 _PERMIT = """
 local t = redis.call('TIME')

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from app.deps import ClientId
-from app.problems import PROBLEM_RESPONSES
 from app.upstream.activity import MAX_PER_PAGE, ActivityService
 from app.upstream.catalog import FieldCatalog
+from app.web.deps import ClientId
+from app.web.problems import PROBLEM_RESPONSES
 
 router = APIRouter(prefix="/v1", tags=["upstream"], responses=PROBLEM_RESPONSES)
 

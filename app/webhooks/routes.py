@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from app.deps import ClientId, WebhooksDep
-from app.problems import PROBLEM_RESPONSES, Problem
+from app.web.deps import ClientId, WebhooksDep
+from app.web.problems import PROBLEM_RESPONSES, Problem
 from app.webhooks.schemas import Deliveries, EventView
 
 router = APIRouter(prefix="/v1/exports", tags=["webhooks"], responses=PROBLEM_RESPONSES)

@@ -33,14 +33,14 @@ from datetime import datetime, timedelta
 import httpx
 from pydantic import TypeAdapter
 
-from app.clock import utcnow
-from app.errors import Conflict, NotFound, invalid
 from app.exports.lifecycle import EventType
 from app.exports.schemas import Export, ExportRecord, UtcTime
 from app.exports.service import EXPORT_ID
 from app.exports.store import ExportStore
-from app.jobs import JobQueue
-from app.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_DEAD_LETTERS
+from app.platform.clock import utcnow
+from app.platform.errors import Conflict, NotFound, invalid
+from app.platform.jobs import JobQueue
+from app.platform.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_DEAD_LETTERS
 from app.webhooks.delivery import DELIVERY_TIMEOUT_SECONDS, DeliveryResult, post_webhook
 from app.webhooks.schemas import Attempt, Deliveries, Event, EventView, Outcome
 from app.webhooks.signing import WebhookSigner

@@ -1,4 +1,5 @@
-"""Every Redis read and write of webhook events and delivery attempts (key names: ``app.keys``).
+"""Every Redis read and write of webhook events and delivery attempts (key names:
+``app.platform.keys``).
 
 An event changes in optimistic transactions (WATCH the event, read, decide, MULTI/EXEC), and an
 attempt is appended to the export's attempt log in the same transaction as the event change
@@ -13,7 +14,7 @@ from datetime import datetime
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from app import keys
+from app.platform import keys
 from app.webhooks.schemas import Attempt, Event
 
 EventChange = Callable[[Event], tuple[Event, Attempt | None] | None]

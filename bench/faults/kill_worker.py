@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from app.localredis import free_port
+from app.platform.localredis import free_port
 from bench._common import (
     Receiver,
     final_states,

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import httpx
 
-from app.localredis import free_port
+from app.platform.localredis import free_port
 from bench._common import (
     AUTH,
     Receiver,

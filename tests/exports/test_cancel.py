@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from app import keys
 from app.exports.schemas import ExportRecord
+from app.platform import keys
 from tests.support import Stack, running_stack, wait_for
 
 NEVER = {"filter": "event_type==agreed and batch==__never__"}

@@ -20,7 +20,7 @@ import pytest
 import redis
 from fastapi import FastAPI, Request, Response
 
-from app.localredis import LocalRedis
+from app.platform.localredis import LocalRedis
 from tests.support import (
     KEYS,
     ROOT,

@@ -20,11 +20,12 @@ import redis
 from redis.asyncio import Redis
 from standardwebhooks import Webhook
 
-from app import keys
 from app.config import Settings
 from app.exports.schemas import TaskRecord
-from app.localredis import LocalRedis
-from app.runtime import build_runtime
+from app.platform import keys
+from app.platform.localredis import LocalRedis
+from app.platform.queue import ArqJobQueue
+from app.wiring.runtime import build_runtime
 from tests.support import (
     SANDBOX_TOKEN,
     WEBHOOK_SECRET,
@@ -34,7 +35,6 @@ from tests.support import (
     wait_for,
 )
 from tests.webhooks.receiver import Receiver
-from worker.tasks import ArqJobQueue
 
 RETENTION = 4.0
 WARNING = 2.0

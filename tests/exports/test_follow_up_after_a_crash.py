@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from app import keys
-from app.clock import utcnow
 from app.config import Settings
 from app.exports.schemas import ExportRequest, TaskRecord
-from app.runtime import Runtime, build_runtime
+from app.platform import keys
+from app.platform.clock import utcnow
+from app.platform.queue import ArqJobQueue
+from app.wiring.runtime import Runtime, build_runtime
 from tests.support import SANDBOX_TOKEN, WEBHOOK_SECRET, api_keys_setting
-from worker.tasks import ArqJobQueue
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 from redis.asyncio import Redis
 
-from app import keys
 from app.exports.idempotency import IdempotencyKeys, StoredAnswer, request_hash
 from app.exports.schemas import ExportRequest
+from app.platform import keys
 from tests.support import Stack, running_stack
 
 BODY = {"filter": "event_type==agreed", "metadata": {"ticket": "OPS-12", "n": 1}}

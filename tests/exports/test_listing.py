@@ -174,7 +174,7 @@ async def test_out_of_range_limit_unknown_status_and_foreign_cursor_are_422(
 async def test_a_page_costs_one_index_read_and_two_batch_reads_whatever_its_size(
     tmp_path: Path, upstream_url: str, sandbox: httpx.Client
 ) -> None:
-    from app.localredis import LocalRedis
+    from app.platform.localredis import LocalRedis
 
     server = LocalRedis(tmp_path / "redis").start()
     try:

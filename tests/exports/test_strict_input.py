@@ -12,7 +12,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from app.localredis import LocalRedis
+from app.platform.localredis import LocalRedis
 from tests.support import KEYS, ServerThread, Stack, running_stack
 
 LIMIT = 64 * 1024

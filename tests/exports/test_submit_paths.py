@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
-from app import keys
 from app.exports.schemas import ExportRecord, TaskRecord
 from app.exports.store import ExportStore
+from app.platform import keys
 
 TTL = 3600
 NOW = datetime(2026, 11, 27, 10, 0, 0, 123000, tzinfo=UTC)

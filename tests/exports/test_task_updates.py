@@ -8,10 +8,10 @@ from __future__ import annotations
 import redis
 from redis.asyncio import Redis
 
-from app import keys
-from app.clock import utcnow
 from app.exports.schemas import TaskRecord
 from app.exports.store import ExportStore
+from app.platform import keys
+from app.platform.clock import utcnow
 
 
 def _task() -> TaskRecord:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from app.periodic import cancel_and_wait
 from tests.support import Stack, wait_until
+from worker.chores import cancel_and_wait
 
 
 async def test_a_chore_that_swallows_its_first_cancellation_is_still_stopped() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from app.localredis import free_port
+from app.platform.localredis import free_port
 from tests.support import KEYS, Stack
 
 SCRIPT = str(Path(sys.executable).parent / "export-gateway")

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from app.middleware import new_request_id
+from app.web.middleware import new_request_id
 from tests.support import (
     KEYS,
     SANDBOX_TOKEN,
@@ -115,7 +115,7 @@ async def test_a_request_id_is_made_when_none_or_an_unusable_one_is_given(stack:
 def test_the_formatter_redacts_a_configured_secret_that_slips_into_a_line() -> None:
     import logging
 
-    from app.logs import JsonFormatter
+    from app.platform.logs import JsonFormatter
 
     formatter = JsonFormatter([SANDBOX_TOKEN])
     record = logging.LogRecord(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from app.localredis import free_port
+from app.platform.localredis import free_port
 from tests.support import metric, running_stack, wait_for
 
 QUERY = {"filter": "event_type==agreed", "fields": ["event_type"]}

@@ -16,10 +16,10 @@ from redis.asyncio import Redis
 from app.config import Settings
 from app.exports.schemas import ExportRequest
 from app.exports.sweep import Sweeper
-from app.localredis import free_port
-from app.runtime import Runtime, build_runtime
+from app.platform.localredis import free_port
+from app.platform.queue import ArqJobQueue, redis_settings
+from app.wiring.runtime import Runtime, build_runtime
 from tests.support import SANDBOX_TOKEN, metric, running_stack, wait_for, wait_until
-from worker.tasks import ArqJobQueue, redis_settings
 
 QUERY = {"filter": "event_type==agreed", "fields": ["event_type"]}
 

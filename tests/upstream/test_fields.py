@@ -14,7 +14,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from app import keys
+from app.platform import keys
 from app.sandbox.config import DEFAULT_SITE_FIELDS
 from tests.support import Stack, running_stack, wait_for
 

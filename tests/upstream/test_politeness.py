@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 from redis.asyncio import Redis
 
-from app import keys
+from app.platform import keys
 from app.upstream.pacing import RequestPacer
 from tests.support import running_stack, wait_for
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
-from app.localredis import free_port
+from app.platform.localredis import free_port
 from app.upstream.transport import ShardedTransport
 from tests.support import ServerThread
 

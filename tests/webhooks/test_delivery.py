@@ -21,7 +21,7 @@ import redis
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from app.localredis import LocalRedis, free_port
+from app.platform.localredis import LocalRedis, free_port
 from tests.support import ServerThread, Stack, running_stack, wait_for
 from tests.webhooks.receiver import Answer, Receiver
 

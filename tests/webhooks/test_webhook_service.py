@@ -16,17 +16,17 @@ from redis.asyncio import Redis
 from standardwebhooks import Webhook
 
 from app.config import Settings
-from app.errors import InvalidRequest
 from app.exports.schemas import Export, ExportRecord, ExportRequest
-from app.runtime import Runtime, build_runtime
+from app.platform.errors import InvalidRequest
+from app.platform.queue import ArqJobQueue
 from app.webhooks.schemas import Event
 from app.webhooks.service import WebhookService, parse_delivery_subject
 from app.webhooks.signing import WebhookSigner
 from app.webhooks.ssrf import CallbackPolicy, Resolver, guarded_client
 from app.webhooks.store import WebhookStore
+from app.wiring.runtime import Runtime, build_runtime
 from tests.support import WEBHOOK_SECRET, api_keys_setting, wait_until
 from tests.webhooks.receiver import Answer, Receiver
-from worker.tasks import ArqJobQueue
 
 NAME = "hooks.example.test"
 PUBLIC = "93.184.216.34"

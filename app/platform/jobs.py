@@ -1,6 +1,6 @@
 """What the services ask to have run later, without knowing which task queue runs it.
 
-Services depend on the ``JobQueue`` protocol only; ``worker.tasks.ArqJobQueue`` implements it
+Services depend on the ``JobQueue`` protocol only; ``app.platform.queue.ArqJobQueue`` implements it
 with arq. Every job carries a deterministic key: scheduling a key that is already scheduled
 (or running) is a no-op, which makes every "schedule the next step" idempotent and lets the
 sweep re-schedule whatever it likes without creating duplicates.

@@ -56,7 +56,7 @@ async def json_body(request: Request, model: type[Model]) -> Model:
     """The request's JSON body as ``model``, failing exactly as FastAPI does for a body
     parameter: ``RequestValidationError`` for a missing body, JSON it cannot decode
     (``json_invalid``) or a member that does not validate (its ``loc`` under ``body``), and a
-    400 ``HTTPException`` for bytes that are not text. (``app.requestbody`` has already
+    400 ``HTTPException`` for bytes that are not text. (``app.web.requestbody`` has already
     refused a body that is too large or not ``application/json``.)"""
     raw = await request.body()
     if not raw:

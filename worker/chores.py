@@ -21,10 +21,10 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from app import metrics
 from app.exports.sweep import Sweeper
-from app.heartbeat import Heartbeat, beat_interval, new_worker_id
-from app.runtime import Runtime
+from app.platform import metrics
+from app.platform.heartbeat import Heartbeat, beat_interval, new_worker_id
+from app.wiring.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

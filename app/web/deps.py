@@ -15,9 +15,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.exports.csv import CsvService
 from app.exports.service import ExportService
-from app.logs import bind
-from app.runtime import Runtime
+from app.platform.logs import bind
 from app.webhooks.service import WebhookService
+from app.wiring.runtime import Runtime
 
 # Declares the bearer scheme in the OpenAPI document (and the Authorize button in /docs);
 # the key itself is checked by ApiKeys, which answers 401 problems.

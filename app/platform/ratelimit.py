@@ -15,8 +15,8 @@ import secrets
 
 from redis.asyncio import Redis
 
-from app import keys
-from app.errors import TooManyRequests
+from app.platform import keys
+from app.platform.errors import TooManyRequests
 
 WINDOW_MS = 60_000
 

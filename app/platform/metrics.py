@@ -17,7 +17,7 @@ import time
 from prometheus_client import Counter, Gauge, Histogram
 from redis.asyncio import Redis
 
-from app import keys
+from app.platform import keys
 
 # -- exports and upstream tasks --------------------------------------------------------------
 EXPORTS = Counter(

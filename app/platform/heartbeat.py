@@ -16,7 +16,7 @@ import time
 
 from redis.asyncio import Redis
 
-from app import keys
+from app.platform import keys
 
 # Members not refreshed for this long belong to workers that died without a clean shutdown.
 FORGET_AFTER_SECONDS = 86_400.0

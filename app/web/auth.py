@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from app.errors import Unauthenticated
+from app.platform.errors import Unauthenticated
 
 
 class ApiKeys:

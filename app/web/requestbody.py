@@ -17,7 +17,7 @@ import json
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import (
+from app.platform.errors import (
     PROBLEM_JSON,
     BadRequest,
     GatewayError,

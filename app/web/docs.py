@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
-from app.errors import PROBLEM_JSON
+from app.platform.errors import PROBLEM_JSON
 
 STATIC = "/docs/static"
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}

@@ -5,7 +5,7 @@ export-gateway run       Redis (private, unless GATEWAY_REDIS_URL is set), the s
                          worker; Ctrl-C stops everything it started.
 export-gateway sandbox   only the sandbox upstream
 export-gateway submit | status | list | cancel | check
-                         the HTTP client (see app/cli_client.py for exit codes)
+                         the HTTP client (see app/cli/client.py for exit codes)
 export-gateway download  stream an export's CSV (GET /v1/exports/{id}/csv) to a file
 """
 
@@ -26,8 +26,8 @@ from types import FrameType
 import httpx
 from pydantic import SecretStr
 
-from app import cli_client
-from app.localredis import LocalRedis, free_port
+from app.cli import client as cli_client
+from app.platform.localredis import LocalRedis, free_port
 from app.webhooks.signing import WebhookSigner
 
 STATE_DIR = Path(".gateway")
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def download(args: argparse.Namespace) -> int:
-    from app.download import download_csv
+    from app.cli.download import download_csv
 
     return download_csv(
         export_id=args.export_id,

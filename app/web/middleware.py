@@ -12,7 +12,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.logs import bound, log_context
+from app.platform.logs import bound, log_context
 
 log = logging.getLogger("app.requests")
 

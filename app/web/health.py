@@ -10,10 +10,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from app import metrics
-from app.deps import RuntimeDep
-from app.errors import PROBLEM_JSON
-from app.heartbeat import newest_beat_age
+from app.platform import metrics
+from app.platform.errors import PROBLEM_JSON
+from app.platform.heartbeat import newest_beat_age
+from app.web.deps import RuntimeDep
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])

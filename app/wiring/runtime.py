@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import httpx
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
 from app.config import Settings
 from app.exports.csv import CsvService
@@ -18,8 +18,9 @@ from app.exports.idempotency import IdempotencyKeys
 from app.exports.lifecycle import Notifier, TaskLifecycle
 from app.exports.service import ExportService
 from app.exports.store import ExportStore
-from app.jobs import JobQueue
-from app.ratelimit import ClientRateLimiter
+from app.platform.connections import connect_redis
+from app.platform.jobs import JobQueue
+from app.platform.ratelimit import ClientRateLimiter
 from app.upstream.activity import ActivityService
 from app.upstream.catalog import FieldCatalog
 from app.upstream.client import UpstreamClient
@@ -30,33 +31,7 @@ from app.webhooks.signing import WebhookSigner
 from app.webhooks.ssrf import CallbackPolicy, guarded_client
 from app.webhooks.store import WebhookStore
 
-REDIS_TIMEOUT_SECONDS = 2.0
 UPSTREAM_CONNECT_SECONDS = 10.0
-
-
-REDIS_MAX_CONNECTIONS = 200
-
-
-def redis_pool(url: str, **options: object) -> BlockingConnectionPool:
-    """A pool whose every wait is bounded by ``REDIS_TIMEOUT_SECONDS``: connecting, each
-    reply, and waiting for a free connection. (The default pool connects new connections
-    one at a time under a lock, so against a frozen Redis concurrent requests queued for
-    2 s each; this one connects outside its lock.)"""
-    pool: BlockingConnectionPool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=REDIS_MAX_CONNECTIONS,
-        timeout=REDIS_TIMEOUT_SECONDS,
-        socket_timeout=REDIS_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-        **options,
-    )
-    return pool
-
-
-def connect_redis(settings: Settings) -> Redis:
-    pool = redis_pool(settings.redis_url, decode_responses=True, health_check_interval=15)
-    redis: Redis = Redis.from_pool(pool)
-    return redis
 
 
 @dataclass

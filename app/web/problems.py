@@ -13,8 +13,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app import metrics
-from app.errors import (
+from app.platform import metrics
+from app.platform.errors import (
     PROBLEM_JSON,
     BadRequest,
     GatewayError,
@@ -68,7 +68,7 @@ _RETRY_AFTER = {
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for these error statuses, each an
-    ``application/problem+json`` Problem (``app.docs`` moves the media type)."""
+    ``application/problem+json`` Problem (``app.web.docs`` moves the media type)."""
     responses: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
         entry: dict[str, Any] = {"description": _PROBLEM_DESCRIPTIONS[status], "model": Problem}

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import warnings
 
-from app import randomness
 from app.exports.service import EXPORT_ID, new_export_id
+from app.platform import ids as randomness
 
 
 def test_ids_have_the_contract_shape_and_do_not_repeat() -> None:
