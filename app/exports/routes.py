@@ -11,14 +11,14 @@ from app.exports.idempotency import StoredAnswer, request_hash
 from app.exports.schemas import Export, ExportPage, ExportRequest, ExportStatus
 from app.web.deps import (
     BEARER_SECURITY,
+    AdmittedCaller,
     ClientId,
     ExportsDep,
-    admitted_caller,
     authenticate,
     runtime_of,
 )
 from app.web.problems import problem_responses
-from app.web.routing import DirectRoute, handled_by, json_body
+from app.web.routing import direct_route
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"], responses=problem_responses(401, 503))
 
@@ -30,57 +30,10 @@ _RETRY_AFTER = {
 }
 
 
-async def submit_export(request: Request) -> Response:
-    # A DirectRoute (like the status read): authenticate and count the request first (so a
-    # bad key answers 401 whatever the body), then read and validate the body with FastAPI's
-    # own errors; FastAPI's per-request dependency solving was the largest share of the cost.
-    caller = await admitted_caller(request)
-    body = await json_body(request, ExportRequest)
-    idempotency_key = request.headers.get(IDEMPOTENCY_KEY)
-    runtime = caller.runtime
-
-    async def accept() -> StoredAnswer:
-        export = await runtime.exports.submit(caller.client_id, body)
-        return StoredAnswer(
-            status=status.HTTP_202_ACCEPTED,
-            headers={"Location": f"/v1/exports/{export.id}"},
-            body=export.model_dump_json(),
-        )
-
-    body_hash = ""  # only a request with a key is ever compared with another
-    if idempotency_key is not None:
-        body_hash = request_hash(body.model_dump(mode="json", exclude_unset=True))
-    answer = await runtime.idempotency.run(caller.client_id, idempotency_key, body_hash, accept)
-    headers = dict(answer.headers)
-    if answer.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return Response(answer.body, answer.status, headers=headers, media_type="application/json")
-
-
-async def _declare_submit_export(
-    body: ExportRequest,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias=IDEMPOTENCY_KEY,
-            description="At most 255 characters, kept 24 hours per client: the same key with "
-            "the same body answers the first response again; with another body, 422; while the "
-            "first request is still being handled, 409.",
-            examples=["9d1c7f52-4e0b-4a8e-9c1e-0b5f3f1f2a77"],
-        ),
-    ] = None,
-) -> Response:
-    """Declares ``POST /v1/exports``'s body and header for the OpenAPI document only: its
-    requests go to ``submit_export`` (``handled_by``), which reads both itself."""
-    raise NotImplementedError("requests to this route are handled by submit_export")
-
-
-router.add_api_route(
+@direct_route(
+    router,
     "",
-    _declare_submit_export,
-    methods=["POST"],
-    route_class_override=handled_by(submit_export),
-    name="submit_export",
+    method="POST",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Export,
     summary="Accept an export request",
@@ -102,6 +55,41 @@ router.add_api_route(
     },
     openapi_extra=BEARER_SECURITY,
 )
+async def submit_export(
+    # A DirectRoute (like the status read): FastAPI's per-request dependency solving was the
+    # largest share of the cost. The caller comes first, authenticated and counted against
+    # its rate limit, so a bad key answers 401 whatever the body.
+    caller: AdmittedCaller,
+    body: ExportRequest,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias=IDEMPOTENCY_KEY,
+            description="At most 255 characters, kept 24 hours per client: the same key with "
+            "the same body answers the first response again; with another body, 422; while the "
+            "first request is still being handled, 409.",
+            examples=["9d1c7f52-4e0b-4a8e-9c1e-0b5f3f1f2a77"],
+        ),
+    ] = None,
+) -> Response:
+    runtime = caller.runtime
+
+    async def accept() -> StoredAnswer:
+        export = await runtime.exports.submit(caller.client_id, body)
+        return StoredAnswer(
+            status=status.HTTP_202_ACCEPTED,
+            headers={"Location": f"/v1/exports/{export.id}"},
+            body=export.model_dump_json(),
+        )
+
+    body_hash = ""  # only a request with a key is ever compared with another
+    if idempotency_key is not None:
+        body_hash = request_hash(body.model_dump(mode="json", exclude_unset=True))
+    answer = await runtime.idempotency.run(caller.client_id, idempotency_key, body_hash, accept)
+    headers = dict(answer.headers)
+    if answer.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(answer.body, answer.status, headers=headers, media_type="application/json")
 
 
 @router.get(
@@ -132,20 +120,10 @@ async def list_exports(
     return await exports.page(client_id, status=status, limit=limit, cursor=cursor)
 
 
-async def get_export(export_id: str, request: Request) -> Response:
-    # The hottest route: a DirectRoute, so FastAPI neither solves dependencies nor validates
-    # the answer (most of its cost; docs/PERFORMANCE.md). Same checks, same answer, by hand.
-    client_id = authenticate(request)
-    export, retry_after = await runtime_of(request).exports.get(client_id, export_id)
-    headers = None if retry_after is None else {"Retry-After": str(retry_after)}
-    return Response(export.model_dump_json(), media_type="application/json", headers=headers)
-
-
-router.add_api_route(
+@direct_route(
+    router,
     "/{export_id}",
-    get_export,
-    methods=["GET"],
-    route_class_override=DirectRoute,
+    method="GET",
     response_model=Export,
     summary="One export",
     responses={
@@ -154,6 +132,13 @@ router.add_api_route(
     },
     openapi_extra=BEARER_SECURITY,
 )
+async def get_export(export_id: str, request: Request) -> Response:
+    # The hottest route: a DirectRoute, so FastAPI neither solves dependencies nor validates
+    # the answer (most of its cost; docs/PERFORMANCE.md). Same checks, same answer, by hand.
+    client_id = authenticate(request)
+    export, retry_after = await runtime_of(request).exports.get(client_id, export_id)
+    headers = None if retry_after is None else {"Retry-After": str(retry_after)}
+    return Response(export.model_dump_json(), media_type="application/json", headers=headers)
 
 
 @router.delete(

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 from datetime import timedelta
 from typing import Protocol
 
@@ -29,7 +30,6 @@ from app.exports.store import ExportStore
 from app.platform import metrics
 from app.platform.clock import utcnow
 from app.platform.errors import Conflict, NotFound, invalid
-from app.platform.ids import token_urlsafe
 from app.upstream.catalog import FieldCatalog
 from app.upstream.filters import FilterSyntaxError, normalise_filter
 
@@ -39,11 +39,11 @@ EXPORT_ID = re.compile(r"^exp_[A-Za-z0-9_-]{22}$")
 
 
 def new_export_id() -> str:
-    return "exp_" + token_urlsafe(16)  # 128 random bits
+    return "exp_" + secrets.token_urlsafe(16)  # 128 random bits
 
 
 def new_task_id() -> str:
-    return "tsk_" + token_urlsafe(16)
+    return "tsk_" + secrets.token_urlsafe(16)
 
 
 def fingerprint(filter: str | None, fields: list[str] | None, site_id: int | None) -> str:

@@ -90,3 +90,6 @@ async def admitted_caller(request: Request) -> Caller:
     runtime = runtime_of(request)
     await runtime.rate_limiter.admit(client_id)
     return Caller(client_id, runtime)
+
+
+AdmittedCaller = Annotated[Caller, Depends(admitted_caller)]

@@ -1,55 +1,126 @@
-"""``DirectRoute``: a FastAPI route that hands the request straight to its handler.
+"""``DirectRoute``: a FastAPI route that hands the request straight to its endpoint.
 
-FastAPI still declares and documents it like any other (path parameters, body and headers from
-the endpoint's signature, ``response_model``, ``responses``, ``openapi_extra``), but does no
-per-request work for it: no dependency solving, no parameter or response validation. The
-handler receives the ``Request`` and its path parameters (as strings) and returns a
-``Response`` itself; it does its own checks, with FastAPI's own errors (``json_body``). For
-the two hottest routes only (``GET`` and ``POST /v1/exports``), where that work was most of
-the cost (docs/PERFORMANCE.md). ``get_route_handler`` is FastAPI's documented hook for custom
-route classes.
+FastAPI declares and documents it like any other route, from the endpoint's own signature
+(path parameters, headers, body model, dependencies, ``response_model``, ``responses``), but
+does none of its per-request work for it: no dependency solving, no parameter or response
+validation. Instead, the route reads the endpoint's signature once, when it is declared, and
+fills each parameter per request with one small step, in declaration order:
+
+* ``Request``: the request;
+* a path parameter: its value as a string;
+* ``Annotated[..., Header(...)]``: the header's value, or the parameter's default;
+* ``Annotated[..., Depends(fn)]``: ``await fn(request)`` (so a dependency declared first, such
+  as authentication, runs before the body is read);
+* a pydantic model: the JSON body, read and validated with FastAPI's own errors
+  (``json_body``).
+
+The endpoint returns a ``Response`` itself. Used for the two hottest routes only (``GET`` and
+``POST /v1/exports``), where FastAPI's per-request work was most of the cost
+(docs/PERFORMANCE.md). ``get_route_handler`` is FastAPI's documented hook for custom route
+classes.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import typing
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from fastapi import HTTPException, Request, Response
+from fastapi import HTTPException, Request, Response, params
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIRouter
 from pydantic import BaseModel, ValidationError
 
 Model = TypeVar("Model", bound=BaseModel)
-Handler = Callable[..., Awaitable[Response]]
+Step = Callable[[Request], Awaitable[Any]]
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Awaitable[Response]])
 
 
 class DirectRoute(APIRoute):
-    """The endpoint both declares the route and handles it: it is called as
-    ``endpoint(request=..., **path_params)``."""
-
-    def handler(self) -> Handler:
-        return self.endpoint
+    """A route whose endpoint is called with its parameters filled by ``_steps`` (see the
+    module's docstring), without FastAPI's per-request machinery."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = self.handler()
+        endpoint = self.endpoint
+        steps = _steps(endpoint, set(self.param_convertors))
 
         async def handle(request: Request) -> Response:
-            return await handler(request=request, **request.path_params)
+            arguments = {name: await step(request) for name, step in steps}
+            response: Response = await endpoint(**arguments)
+            return response
 
         return handle
 
 
-def handled_by(handler: Handler) -> type[DirectRoute]:
-    """A ``DirectRoute`` class whose requests go to ``handler``, for a route whose endpoint
-    (given to FastAPI as usual) only declares its body and headers for the OpenAPI document."""
+def direct_route(
+    router: APIRouter, path: str, *, method: str, **options: Any
+) -> Callable[[Endpoint], Endpoint]:
+    """Declare the decorated endpoint as ``method path`` on ``router``, served as a
+    ``DirectRoute``; ``options`` are ``add_api_route``'s (``response_model``, ``responses``...)."""
 
-    class Route(DirectRoute):
-        def handler(self) -> Handler:
-            return handler
+    def declare(endpoint: Endpoint) -> Endpoint:
+        router.add_api_route(
+            path, endpoint, methods=[method], route_class_override=DirectRoute, **options
+        )
+        return endpoint
 
-    return Route
+    return declare
+
+
+def _steps(endpoint: Callable[..., Any], path_names: set[str]) -> list[tuple[str, Step]]:
+    hints = typing.get_type_hints(endpoint, include_extras=True)
+    steps: list[tuple[str, Step]] = []
+    for name, parameter in inspect.signature(endpoint).parameters.items():
+        hint = hints.get(name)
+        annotation, *extras = typing.get_args(hint) if _is_annotated(hint) else (hint,)
+        declared = next((e for e in extras if isinstance(e, params.Header | params.Depends)), None)
+        steps.append((name, _step(name, annotation, declared, parameter.default, path_names)))
+    return steps
+
+
+def _step(name: str, annotation: Any, declared: Any, default: Any, path_names: set[str]) -> Step:
+    if annotation is Request:
+
+        async def the_request(request: Request) -> Request:
+            return request
+
+        return the_request
+    if name in path_names:
+
+        async def path_parameter(request: Request) -> str:
+            value: str = request.path_params[name]
+            return value
+
+        return path_parameter
+    if isinstance(declared, params.Header):
+        header = (declared.alias or name.replace("_", "-")).lower()
+        fallback = None if default is inspect.Parameter.empty else default
+
+        async def header_value(request: Request) -> str | None:
+            return request.headers.get(header, fallback)
+
+        return header_value
+    if isinstance(declared, params.Depends) and declared.dependency is not None:
+        dependency = declared.dependency
+
+        async def dependency_value(request: Request) -> Any:
+            return await dependency(request)
+
+        return dependency_value
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        model = annotation
+
+        async def body(request: Request) -> BaseModel:
+            return await json_body(request, model)
+
+        return body
+    raise TypeError(f"DirectRoute cannot fill parameter {name!r} ({annotation!r})")
+
+
+def _is_annotated(hint: Any) -> bool:
+    return typing.get_origin(hint) is typing.Annotated
 
 
 async def json_body(request: Request, model: type[Model]) -> Model:
