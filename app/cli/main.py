@@ -122,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
             )
             notes.append(f"webhook secret in {STATE_DIR / 'dev-webhook-secret'}")
         env.setdefault("GATEWAY_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
+        if "GATEWAY_ARCHIVE_URL" not in env:  # set it empty to run without an archive
+            archive = (STATE_DIR / "archive").resolve()
+            env["GATEWAY_ARCHIVE_URL"] = archive.as_uri()
+            notes.append(f"archive in {archive}")
         api = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "app.main:app", "--host", args.host, "--port",
              str(args.port), "--no-access-log"],

@@ -206,6 +206,10 @@ class ExportService:
             await self.lifecycle.dispatch()
         return export
 
+    async def load(self, client_id: str, export_id: str) -> tuple[ExportRecord, TaskRecord]:
+        """The caller's export record and its task (404 for anyone else's)."""
+        return await self._load(client_id, export_id)
+
     async def _load(self, client_id: str, export_id: str) -> tuple[ExportRecord, TaskRecord]:
         if not EXPORT_ID.match(export_id):
             raise NotFound(f"no export {export_id!r}")

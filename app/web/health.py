@@ -52,7 +52,13 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
             redis="up",
             worker_seconds_ago=round(age, 1),
         )
-    return JSONResponse({"status": "ready", "redis": "up", "worker_seconds_ago": round(age, 1)})
+    ready = {"redis": "up", "worker_seconds_ago": round(age, 1)}
+    if runtime.archive.enabled:
+        reason = await runtime.archive.readiness()
+        if reason is not None:
+            return _not_ready(f"the archive cannot be used: {reason}", **ready, archive="down")
+        ready["archive"] = "up"
+    return JSONResponse({"status": "ready", **ready})
 
 
 @router.get(
