@@ -7,6 +7,8 @@ export-gateway sandbox   only the sandbox upstream
 export-gateway submit | status | list | cancel | check
                          the HTTP client (see app/cli/client.py for exit codes)
 export-gateway download  stream an export's CSV (GET /v1/exports/{id}/csv) to a file
+export-gateway verify    re-read an export's archived copy and compare its sha256 (an
+                         operator's command: it reads the gateway's settings, not an API key)
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import httpx
 from pydantic import SecretStr
 
 from app.cli import client as cli_client
+from app.cli import verify as cli_verify
 from app.platform.localredis import LocalRedis, free_port
 from app.webhooks.signing import WebhookSigner
 
@@ -226,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     download_cmd.set_defaults(handler=download)
 
     cli_client.register(commands)
+    cli_verify.register(commands)
 
     args = parser.parse_args(argv)
     return cli_client.run_command(args)
