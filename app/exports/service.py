@@ -140,6 +140,9 @@ class ExportService:
         export = Export.of(submitted.export, submitted.task)
         if export.status == "completed" and self.notifier and record.callback_url:
             await self.notifier.publish(submitted.export, export, "export.completed")
+            archive = submitted.task.archive
+            if archive is not None and archive.state == "archived":  # reused with its copy
+                await self.notifier.publish(submitted.export, export, "export.archived")
             if submitted.task.warned_at is not None:  # reused after its warning went out
                 await self.notifier.publish(submitted.export, export, "export.expiring")
         return export

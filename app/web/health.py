@@ -1,5 +1,6 @@
 """Operations routes: ``/healthz`` (the process answers), ``/readyz`` (it can work: Redis
-answers and a worker beat recently) and ``/metrics`` (Prometheus text format)."""
+answers, a worker beat recently and, when one is configured, the archive can be written and
+read back) and ``/metrics`` (Prometheus text format)."""
 
 from __future__ import annotations
 
