@@ -180,7 +180,8 @@ class ArchiveService:
             await self._give_up(task, "the links expired before a copy could be made")
             return
         export = await self._an_export(task)
-        if export is None:  # no export follows the task any more (records gone)
+        if export is None:
+            await self._give_up(task, "no export follows the task any more")
             return
         download = CsvDownload(export, csv_filename(export), self.http, None, list(task.links))
         rows = RowCounter()
@@ -332,6 +333,8 @@ class ArchiveService:
         archive = task.archive
         if export.status != "completed" or archive is None or archive.state != "archived":
             return None
+        if archive.expires_at is not None and archive.expires_at <= utcnow():
+            return None  # the copy is past its retention; upstream's links outlive it
         name = archive.object or object_name(task.id)
         try:
             info = await self.copies.stat(name)
