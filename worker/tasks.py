@@ -57,8 +57,24 @@ async def expire_task(ctx: Ctx, task_id: str) -> None:
     await _runtime(ctx).lifecycle.expire(task_id)
 
 
+async def archive_task(ctx: Ctx, task_id: str) -> None:
+    await _runtime(ctx).archive.copy(task_id)
+
+
+async def verify_archive(ctx: Ctx, task_id: str) -> None:
+    await _runtime(ctx).archive.verify_task(task_id)
+
+
 async def deliver_event(ctx: Ctx, subject: str) -> None:
     await _runtime(ctx).webhooks.deliver(*parse_delivery_subject(subject))
 
 
-FUNCTIONS = [start_task, poll_task, warn_expiring, expire_task, deliver_event]
+FUNCTIONS = [
+    start_task,
+    poll_task,
+    warn_expiring,
+    expire_task,
+    archive_task,
+    verify_archive,
+    deliver_event,
+]

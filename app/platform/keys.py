@@ -24,6 +24,10 @@ All keys start with ``gw:`` so that an operator can tell them from arq's own ``a
                                           their next attempt is due (ms), for the sweep
     gw:workers                     ZSET   worker ids scored by their last heartbeat (unix seconds)
     gw:sweep:lock                  STR    the worker sweeping now (one sweep per interval)
+    gw:archive:pending             ZSET   completed task ids whose archive copy is still to be
+                                          made, scored by when its next attempt is due (ms)
+    gw:archive:kept                ZSET   task ids with an archived copy in the store, scored
+                                          by when it expires (ms; +inf: kept for ever)
 
 One arq queue is ours to name, though arq owns what is in it:
 
@@ -44,6 +48,8 @@ UPSTREAM_REQUESTS = f"{PREFIX}upstream:requests"
 WORKERS = f"{PREFIX}workers"
 SWEEP_LOCK = f"{PREFIX}sweep:lock"
 EVENTS_PENDING = f"{PREFIX}events:pending"
+ARCHIVE_PENDING = f"{PREFIX}archive:pending"
+ARCHIVE_KEPT = f"{PREFIX}archive:kept"
 
 
 def export(export_id: str) -> str:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app.archive.service import ArchiveService
 from app.exports.csv import CsvService
 from app.exports.service import ExportService
 from app.platform.logs import bind
@@ -36,6 +37,11 @@ async def get_exports(request: Request) -> ExportService:
 async def get_csv(request: Request) -> CsvService:
     runtime: Runtime = request.app.state.runtime
     return runtime.csv
+
+
+async def get_archive(request: Request) -> ArchiveService:
+    runtime: Runtime = request.app.state.runtime
+    return runtime.archive
 
 
 async def get_webhooks(request: Request) -> WebhookService:
@@ -72,6 +78,7 @@ async def get_client_id(
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ExportsDep = Annotated[ExportService, Depends(get_exports)]
 CsvDep = Annotated[CsvService, Depends(get_csv)]
+ArchiveDep = Annotated[ArchiveService, Depends(get_archive)]
 ClientId = Annotated[str, Depends(get_client_id)]
 WebhooksDep = Annotated[WebhookService, Depends(get_webhooks)]
 

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import httpx
 from redis.asyncio import Redis
 
+from app.archive.service import ArchiveService
+from app.archive.storage import InvalidStorageUrl, open_storage
+from app.archive.store import ArchivedCopies
 from app.config import Settings
 from app.exports.csv import CsvService
 from app.exports.idempotency import IdempotencyKeys
@@ -52,6 +55,7 @@ class Runtime:
     csv: CsvService
     idempotency: IdempotencyKeys
     rate_limiter: ClientRateLimiter
+    archive: ArchiveService
 
     async def close(self) -> None:
         await self.catalog.close()
@@ -71,11 +75,24 @@ def upstream_http(settings: Settings) -> httpx.AsyncClient:
     )
 
 
+def archive_copies(settings: Settings) -> ArchivedCopies | None:
+    """The archive's store, or None when archiving is off. A URL that is not ``file:///``
+    or ``s3://`` stops the process (a store that merely cannot be reached does not: /readyz
+    and the start-up log report it)."""
+    if not settings.archive_url:
+        return None
+    try:
+        return ArchivedCopies(open_storage(settings.archive_url))
+    except InvalidStorageUrl as exc:
+        raise ValueError(f"GATEWAY_ARCHIVE_URL: {exc}") from None
+
+
 def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
     # Bad webhook settings stop the process here, before anything is opened (the errors name
     # the setting, never a secret).
     signer = WebhookSigner.from_settings(settings.webhook_secret, settings.webhook_secrets)
     policy = CallbackPolicy.from_setting(settings.webhook_allowed_networks)
+    copies = archive_copies(settings)
     redis = connect_redis(settings)
     http = upstream_http(settings)
     token = settings.upstream_token.get_secret_value() if settings.upstream_token else None
@@ -127,6 +144,15 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         trust_env=False,
     )
     csv = CsvService(exports=exports, http=link_http)
+    archive = ArchiveService(
+        settings=settings,
+        store=store,
+        exports=exports,
+        lifecycle=lifecycle,
+        queue=queue,
+        http=link_http,
+        copies=copies,
+    )
     return Runtime(
         settings,
         redis,
@@ -143,4 +169,5 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         csv,
         IdempotencyKeys(redis),
         ClientRateLimiter(redis, settings.client_rate_limit_per_minute),
+        archive,
     )
