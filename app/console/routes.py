@@ -33,8 +33,6 @@ SIGNIN_COOKIE_SECONDS = 3600
 # How often a page showing something unfinished asks for its fragment again.
 REFRESH_SECONDS = 2
 STATUSES: tuple[str, ...] = ("queued", "running", "completed", "failed", "canceled", "expired")
-# The pages in the navigation bar; a room that brings its own page adds itself here.
-NAV: list[tuple[str, str]] = [("exports", "/console/exports")]
 
 _env = Environment(
     loader=FileSystemLoader(HERE / "templates"),
@@ -48,7 +46,7 @@ _env.filters["countdown"] = countdown
 _env.filters["archive_state"] = archive_state
 _env.filters["json"] = as_json
 _env.filters["when"] = lambda moment: moment.strftime("%Y-%m-%d %H:%M:%S") if moment else "—"
-_env.globals.update(nav=NAV, refresh_seconds=REFRESH_SECONDS, statuses=STATUSES)
+_env.globals.update(refresh_seconds=REFRESH_SECONDS, statuses=STATUSES)
 templates = Jinja2Templates(env=_env)
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -75,7 +73,14 @@ async def _page(
 ) -> HTMLResponse:
     """Render a template; a whole page (not a ``_fragment``) of a signed-in viewer also gets
     the health strip."""
-    context = {"signed_in": None, "notice": None, "problem": None, "health": None, **context}
+    context = {
+        "signed_in": None,
+        "notice": None,
+        "problem": None,
+        "health": None,
+        "nav": [(page, f"/console/{page}") for page in console(request).pages],
+        **context,
+    }
     if not name.startswith("_") and context["signed_in"] is not None and not context["health"]:
         context["health"] = await console(request).health()
     response = templates.TemplateResponse(request, name, context, status_code)
@@ -261,6 +266,9 @@ async def _detail_context(request: Request, signed_in: SignedIn, export_id: str)
 
 
 _NOTICES = {
+    "paused": "Paused.",
+    "resumed": "Resumed.",
+    "run": "The feed's run has started.",
     "canceled": "Canceled.",
     "redelivered": "The latest event is being sent again.",
     "rerun": "A new export runs the same query.",
@@ -343,3 +351,62 @@ async def health_strip(request: Request) -> Response:
         return _to_signin(request)
     health = await console(request).health()
     return await _page(request, "_health.html", {"signed_in": signed_in, "health": health})
+
+
+# -- feeds (shown once a feed source is wired into ConsoleService) ------------------------------
+
+
+@router.get("/feeds")
+async def feeds_page(request: Request) -> Response:
+    signed_in = await _signed_in(request)
+    if signed_in is None:
+        return _to_signin(request)
+    client = request.query_params.get("client") or None
+    cursor = request.query_params.get("cursor") or None
+    try:
+        feeds, next_cursor = await console(request).feeds_page(
+            signed_in.viewer, client=client, cursor=cursor
+        )
+    except GatewayError as exc:
+        return await _problem_page(request, signed_in, exc)
+    params = {"client": client} if client and signed_in.viewer.admin else {}
+    context = {
+        "signed_in": signed_in,
+        "active": "feeds",
+        "feeds": feeds,
+        "client": params.get("client"),
+        "clients": console(request).clients if signed_in.viewer.admin else [],
+        "notice": _NOTICES.get(request.query_params.get("done", "")),
+        "next_url": (
+            "/console/feeds?" + urlencode({**params, "cursor": next_cursor})
+            if next_cursor
+            else None
+        ),
+    }
+    return await _page(request, "feeds.html", context)
+
+
+@router.post("/feeds/{feed_id}/{action}")
+async def feed_action(request: Request, feed_id: str, action: str) -> Response:
+    signed_in = await _signed_in(request)
+    if signed_in is None:
+        return _to_signin(request)
+    await _checked_form(request, signed_in)
+    service = console(request)
+    try:
+        if action in ("pause", "resume"):
+            await service.set_feed_paused(signed_in.viewer, feed_id, action == "pause")
+            done = "paused" if action == "pause" else "resumed"
+        elif action == "run":
+            export = await service.run_feed(signed_in.viewer, feed_id)
+            target = getattr(export, "id", None)
+            if target:
+                return RedirectResponse(f"/console/exports/{target}?done=run", status_code=303)
+            done = "run"
+        else:
+            return await _problem_page(
+                request, signed_in, GatewayError(f"no console action {action!r}"), 404
+            )
+    except GatewayError as exc:
+        return await _problem_page(request, signed_in, exc)
+    return RedirectResponse(f"/console/feeds?done={done}", status_code=303)

@@ -25,6 +25,7 @@ import math
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, Protocol
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
@@ -50,6 +51,29 @@ from app.webhooks.schemas import Deliveries, EventView
 from app.webhooks.service import WebhookService
 
 PAGE_SIZE = 25
+
+
+class FeedSource(Protocol):
+    """What the feeds page asks of the feeds service (``app/feeds/``), through a small adapter
+    in the composition root. Each method acts as ``client_id``, with that client's rules, just
+    as the export pages do; ``owner_of`` lets an admin act as a feed's own client."""
+
+    async def page_across_clients(
+        self, client_id: str | None, *, limit: int, cursor: str | None
+    ) -> tuple[list[tuple[str, Any]], str | None]:
+        """(client id, feed) pairs, newest first; a feed has ``id``, ``filter``, ``schedule``,
+        ``watermark``, ``next_run_at``, ``last_export_id`` and ``paused``."""
+        ...
+
+    async def owner_of(self, feed_id: str) -> str | None: ...
+
+    async def set_paused(self, client_id: str, feed_id: str, paused: bool) -> Any: ...
+
+    async def run_now(self, client_id: str, feed_id: str) -> Any:
+        """Start a run now (409 while one is unfinished); answers the run's export."""
+        ...
+
+
 _SESSION_SALT = "gw-console-session"
 
 
@@ -68,6 +92,7 @@ class ConsoleService:
         upstream_cap: int,
         ready_worker_seconds: float,
         queue_keys: Sequence[str],
+        feeds: FeedSource | None = None,
     ) -> None:
         self.store = store
         self.exports = exports
@@ -80,6 +105,12 @@ class ConsoleService:
         self.upstream_cap = upstream_cap
         self.ready_worker_seconds = ready_worker_seconds
         self.queue_keys = tuple(queue_keys)
+        self.feeds = feeds
+
+    @property
+    def pages(self) -> list[str]:
+        """The console's pages, in the navigation's order (feeds once a source is wired)."""
+        return ["exports", "feeds"] if self.feeds is not None else ["exports"]
 
     # -- sign-in and sessions --------------------------------------------------------------
 
@@ -195,6 +226,34 @@ class ConsoleService:
 
     async def rerun(self, viewer: Viewer, export_id: str) -> Export:
         return await self.exports.rerun(await self._owner(viewer, export_id), export_id)
+
+    async def feeds_page(
+        self, viewer: Viewer, *, client: str | None, cursor: str | None, limit: int = PAGE_SIZE
+    ) -> tuple[list[tuple[str, Any]], str | None]:
+        feeds = self._feeds()
+        scope = viewer.client_id if viewer.client_id is not None else (client or None)
+        return await feeds.page_across_clients(scope, limit=limit, cursor=cursor)
+
+    async def set_feed_paused(self, viewer: Viewer, feed_id: str, paused: bool) -> Any:
+        feeds = self._feeds()
+        return await feeds.set_paused(await self._feed_owner(viewer, feed_id), feed_id, paused)
+
+    async def run_feed(self, viewer: Viewer, feed_id: str) -> Any:
+        feeds = self._feeds()
+        return await feeds.run_now(await self._feed_owner(viewer, feed_id), feed_id)
+
+    def _feeds(self) -> FeedSource:
+        if self.feeds is None:
+            raise NotFound("feeds are not part of this gateway")
+        return self.feeds
+
+    async def _feed_owner(self, viewer: Viewer, feed_id: str) -> str:
+        if viewer.client_id is not None:
+            return viewer.client_id
+        owner = await self._feeds().owner_of(feed_id)
+        if owner is None:
+            raise NotFound(f"no feed {feed_id!r}")
+        return owner
 
     async def health(self) -> Health:
         waiting, active = await self.export_store.slot_counts()

@@ -73,7 +73,11 @@ def chromium(width: int = 1280, height: int = 800) -> Iterator[WebDriver]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:
-        driver.set_window_size(width, height)
+        # The page's own viewport at exactly width x height (a window's size includes its frame).
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
         yield driver
     finally:
         driver.quit()

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import redis
 from markupsafe import escape
@@ -16,7 +19,8 @@ from markupsafe import escape
 from app.platform import keys
 from app.platform.localredis import LocalRedis
 from tests.console.support import ADMIN_KEY, console_client, csrf_token, sign_in
-from tests.support import KEYS, ServerThread, Stack, running_stack
+from tests.support import KEYS, ServerThread, Stack, running_stack, wait_until
+from tests.webhooks.receiver import Answer, Receiver
 
 SHARED_STACK_ENV = {
     "GATEWAY_ADMIN_KEYS": f"ops:{ADMIN_KEY}",
@@ -154,6 +158,47 @@ async def test_hostile_metadata_filter_and_query_are_shown_escaped(shared_stack:
         assert HOSTILE not in bad.text and "<img src=x" not in bad.text
         assert "Content-Security-Policy" in bad.headers
         assert "script-src" not in bad.headers["Content-Security-Policy"]  # default-src 'self'
+
+
+async def test_the_health_strip_shows_workers_slots_queue_and_webhook_give_ups(
+    shared_stack: Stack, sandbox: httpx.Client
+) -> None:
+    sandbox.post("/_sandbox/config", json={"task_seconds": 0.2}).raise_for_status()
+    receiver = Receiver().start()
+    try:
+        receiver.script("/gone", Answer(410, "no such hook"))
+        async with console_client(shared_stack.api_url) as browser:
+            await sign_in(browser, ADMIN_KEY)
+            before = _health((await browser.get("/console/health")).text)
+            export_id = await _submit(
+                shared_stack,
+                "alice",
+                site_id=91006,
+                callback_url=f"http://127.0.0.1:{receiver.port}/gone",
+            )
+            async with shared_stack.client("alice") as api:
+
+                async def gave_up() -> bool:
+                    answer = await api.get(f"/v1/exports/{export_id}/deliveries")
+                    return any(a["outcome"] == "gave_up" for a in answer.json()["data"])
+
+                await wait_until(gave_up, timeout=30)
+            after = _health((await browser.get("/console/health")).text)
+            page = (await browser.get("/console/exports")).text
+    finally:
+        receiver.stop()
+    assert after["giveups"] == before["giveups"] + 1
+    assert after["workers"] == 1
+    assert after["upstream"] == "0 / 50"  # the suite's GATEWAY_UPSTREAM_MAX_ACTIVE_TASKS
+    assert after["queue"].isdigit()
+    assert 'id="health-giveups"' in page  # every page carries the strip
+
+
+def _health(fragment: str) -> dict[str, Any]:
+    found = dict(re.findall(r'id="health-(\w+)">([^<]*)<', fragment))
+    found["giveups"] = int(found["giveups"])
+    found["workers"] = int(found["workers"])
+    return found
 
 
 STRICT_DB = 14  # a database of its own for the module (the per-test ones are reused)
