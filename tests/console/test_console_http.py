@@ -5,6 +5,7 @@ key shows every client, and every value shown is escaped."""
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 import redis
 from markupsafe import escape
 
+from app.console.service import PAGE_SIZE
 from app.platform import keys
 from app.platform.localredis import LocalRedis
 from tests.console.support import ADMIN_KEY, console_client, csrf_token, sign_in
@@ -141,6 +143,24 @@ async def test_an_admin_key_shows_every_clients_exports_with_the_client_column(
         assert canceled.status_code == 303
     async with shared_stack.client("bob") as api:
         assert (await api.get(f"/v1/exports/{bobs}")).json()["status"] == "canceled"
+
+
+async def test_pages_follow_the_apis_cursor_without_repeats_or_gaps(shared_stack: Stack) -> None:
+    ids = {await _submit(shared_stack, "bob", site_id=91007) for _ in range(PAGE_SIZE + 3)}
+    seen: list[str] = []
+    async with console_client(shared_stack.api_url) as browser:
+        await sign_in(browser, ADMIN_KEY)
+        url: str | None = "/console/exports"  # every client: the all-clients index
+        pages = 0
+        while url is not None and pages < 10:
+            page = (await browser.get(url)).text
+            seen += re.findall(r'<tr id="row-(exp_[A-Za-z0-9_-]+)"', page)
+            more = re.search(r'<a href="([^"]+)" id="next-page"', page)
+            url = html.unescape(more.group(1)) if more else None
+            pages += 1
+    assert len(seen) == len(set(seen))  # no repeats
+    assert ids <= set(seen)  # no gaps
+    assert pages >= 2
 
 
 async def test_hostile_metadata_filter_and_query_are_shown_escaped(shared_stack: Stack) -> None:
