@@ -65,6 +65,31 @@ async def test_a_wrong_key_is_refused_and_pages_need_a_session(shared_stack: Sta
         assert fragment.headers["hx-redirect"] == "/console/sign-in"
 
 
+async def test_signing_out_ends_the_session_for_good(shared_stack: Stack) -> None:
+    async with console_client(shared_stack.api_url) as browser:
+        await sign_in(browser, KEYS["alice"])
+        cookie = browser.cookies["gw_console"]
+        token = csrf_token((await browser.get("/console/exports")).text)
+        signed_out = await browser.post("/console/sign-out", data={"csrf_token": token})
+        assert signed_out.status_code == 303
+        assert signed_out.headers["location"] == "/console/sign-in"
+    async with console_client(shared_stack.api_url) as replay:  # the old cookie, replayed
+        replay.cookies.set("gw_console", cookie, path="/console")
+        assert (await replay.get("/console/exports")).status_code == 303
+
+
+async def test_a_cursor_the_console_did_not_issue_shows_the_first_page_and_why(
+    shared_stack: Stack,
+) -> None:
+    export_id = await _submit(shared_stack, "alice", site_id=91008)
+    async with console_client(shared_stack.api_url) as browser:
+        await sign_in(browser, KEYS["alice"])
+        page = await browser.get("/console/exports", params={"cursor": "bm90LWEtY3Vyc29y"})
+        assert page.status_code == 422
+        assert "is not a cursor this API issued" in page.text
+        assert export_id in page.text
+
+
 async def test_a_form_post_without_its_csrf_token_is_refused_and_changes_nothing(
     shared_stack: Stack,
 ) -> None:
