@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -63,7 +64,9 @@ def screenshot(driver: WebDriver, folder: Path, name: str) -> None:
 
 
 def wait_until(driver: WebDriver, check: Callable[[WebDriver], Any]) -> Any:
-    return WebDriverWait(driver, WAIT_SECONDS, poll_frequency=0.2).until(check)
+    # An element read while htmx swaps its fragment goes stale: read it again next time.
+    stale = [StaleElementReferenceException]
+    return WebDriverWait(driver, WAIT_SECONDS, 0.2, ignored_exceptions=stale).until(check)
 
 
 def sign_in(driver: WebDriver, api_url: str, key: str) -> None:
@@ -74,8 +77,12 @@ def sign_in(driver: WebDriver, api_url: str, key: str) -> None:
 
 
 def row_status(driver: WebDriver, export_id: str) -> str | None:
-    rows = driver.find_elements(By.ID, f"row-{export_id}")
-    return rows[0].get_attribute("data-status") if rows else None
+    # Read in one script: htmx may swap the table between two WebDriver calls.
+    status: str | None = driver.execute_script(
+        "const row = document.getElementById(arguments[0]);return row ? row.dataset.status : null;",
+        f"row-{export_id}",
+    )
+    return status
 
 
 def mark_page(driver: WebDriver) -> None:
@@ -154,8 +161,11 @@ async def test_redelivering_a_webhook_shows_the_new_attempt(
     browser.get(f"{shared_stack.api_url}/console/exports/{export_id}")
 
     def attempts(driver: WebDriver) -> list[str]:
-        rows = driver.find_elements(By.CSS_SELECTOR, "#timeline tr[data-attempt]")
-        return [r.get_attribute("data-outcome") or "" for r in rows]
+        outcomes: list[str] = driver.execute_script(
+            "return Array.from(document.querySelectorAll('#timeline tr[data-attempt]'),"
+            " row => row.dataset.outcome);"
+        )
+        return outcomes
 
     wait_until(browser, lambda d: attempts(d) == ["delivered"])
     browser.find_element(By.ID, "redeliver").click()
@@ -174,8 +184,14 @@ async def test_cancel_from_the_export_page(
     export_id = await submit(shared_stack, "alice", filter="event_type==agreed", site_id=92003)
     sign_in(browser, shared_stack.api_url, KEYS["alice"])
     browser.get(f"{shared_stack.api_url}/console/exports/{export_id}")
-    assert browser.find_element(By.ID, "export-status").text in ("queued", "running")
-    browser.find_element(By.ID, "cancel").click()
+    wait_until(browser, lambda d: d.find_element(By.ID, "export-status").text == "running")
+
+    # The panel refreshes itself meanwhile: click whichever Cancel button is there now.
+    def click_cancel(driver: WebDriver) -> bool:
+        driver.find_element(By.ID, "cancel").click()
+        return True
+
+    wait_until(browser, click_cancel)
     wait_until(browser, lambda d: d.find_element(By.ID, "export-status").text == "canceled")
     assert browser.find_element(By.ID, "notice").text == "Canceled."
     assert browser.find_element(By.ID, "cancel").get_attribute("disabled") is not None
