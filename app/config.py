@@ -84,8 +84,14 @@ class Settings(BaseSettings):
     def _blank_archive_is_off(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    # Operator console.
+    admin_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    console_session_seconds: float = Field(28_800, gt=0)
+    console_signin_per_minute: int = Field(10, ge=0)
+
     _split_lists = field_validator(
         "api_keys",
+        "admin_keys",
         "webhook_secrets",
         "webhook_allowed_networks",
         "webhook_retry_schedule",
@@ -98,17 +104,26 @@ class Settings(BaseSettings):
 
     def api_key_digests(self) -> dict[str, str]:
         """Map of sha256 hex digest of each API key -> client id."""
-        digests: dict[str, str] = {}
-        for pair in self.api_keys:
-            client_id, sep, key = pair.partition(":")
-            if not sep or not client_id or not key:
-                raise ValueError("GATEWAY_API_KEYS entries must look like client_id:key")
-            if key.startswith("sha256:"):
-                digest = key.removeprefix("sha256:").lower()
-            else:
-                digest = hashlib.sha256(key.encode()).hexdigest()
-            digests[digest] = client_id
-        return digests
+        return _key_digests(self.api_keys, "GATEWAY_API_KEYS", "client_id:key")
+
+    def admin_key_digests(self) -> dict[str, str]:
+        """Map of sha256 hex digest of each operator console admin key -> the admin's name."""
+        return _key_digests(self.admin_keys, "GATEWAY_ADMIN_KEYS", "name:key")
+
+
+def _key_digests(pairs: list[str], setting: str, shape: str) -> dict[str, str]:
+    """``owner:key`` or ``owner:sha256:<hex>`` pairs -> {sha256 hex digest: owner}."""
+    digests: dict[str, str] = {}
+    for pair in pairs:
+        owner, sep, key = pair.partition(":")
+        if not sep or not owner or not key:
+            raise ValueError(f"{setting} entries must look like {shape}")
+        if key.startswith("sha256:"):
+            digest = key.removeprefix("sha256:").lower()
+        else:
+            digest = hashlib.sha256(key.encode()).hexdigest()
+        digests[digest] = owner
+    return digests
 
 
 @lru_cache

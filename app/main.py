@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.config import get_settings
+from app.console import routes as console
 from app.exports.link_routes import router as export_links_router
 from app.exports.routes import router as exports_router
 from app.platform.gc_tuning import tune_gc
@@ -65,6 +66,8 @@ def create_app() -> FastAPI:
     app.include_router(webhooks_router)
     app.include_router(health_router)
     app.include_router(upstream_router)
+    app.include_router(console.router)
+    app.mount("/console/static", console.static, name="console-static")
     docs.install(app)
     return app
 

@@ -145,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         key_text = api_key or "<one of GATEWAY_API_KEYS>"
         print(
             f"\nClickwrap Export Gateway is up on {url}  (docs: {url}/docs)\n"
+            f"  - operator console: {url}/console (sign in with the API key)\n"
             + "".join(f"  - {n}\n" for n in notes)
             + f"  - API key: {key_text}\n\n"
             "Try it:\n"

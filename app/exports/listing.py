@@ -18,7 +18,7 @@ import base64
 import binascii
 import re
 
-from app.exports.schemas import Export, ExportPage, ExportStatus
+from app.exports.schemas import Export, ExportPage, ExportRecord, ExportStatus
 from app.exports.store import ExportStore
 from app.platform.errors import invalid
 
@@ -53,13 +53,30 @@ async def list_exports(
     limit: int,
     cursor: str | None,
 ) -> ExportPage:
+    rows, next_cursor = await walk(store, client_id, status=status, limit=limit, cursor=cursor)
+    return ExportPage(data=[export for _, export in rows], next_cursor=next_cursor)
+
+
+async def walk(
+    store: ExportStore,
+    client_id: str | None,
+    *,
+    status: ExportStatus | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[tuple[ExportRecord, Export]], str | None]:
+    """One page of (record, export) pairs and the next cursor: the client's exports, or with
+    ``client_id`` None every client's (the all-clients index; same order, same cursors)."""
     position = decode_cursor(cursor) if cursor else None
-    found: list[tuple[Export, Position]] = []
+    found: list[tuple[ExportRecord, Export, Position]] = []
     scanned = 0
     exhausted = False
     batch = limit + 1 if status is None else max(limit + 1, 100)
     while len(found) <= limit and scanned < SCAN_BUDGET:
-        entries = await store.client_exports_before(client_id, position, batch)
+        if client_id is None:
+            entries = await store.all_exports_before(position, batch)
+        else:
+            entries = await store.client_exports_before(client_id, position, batch)
         records = await store.get_exports([export_id for export_id, _ in entries])
         task_ids = sorted({r.task_id for r in records if r is not None})
         tasks = dict(zip(task_ids, await store.get_tasks(task_ids), strict=True))
@@ -68,21 +85,23 @@ async def list_exports(
             scanned += 1
             # Records past their retention are gone while the index still names them.
             task = tasks.get(record.task_id) if record is not None else None
-            if record is None or task is None or record.client_id != client_id:
+            if record is None or task is None:
+                continue
+            if client_id is not None and record.client_id != client_id:
                 continue
             export = Export.of(record, task)
             if status is not None and export.status != status:
                 continue
-            found.append((export, position))
+            found.append((record, export, position))
             if len(found) > limit:
                 break
         if len(entries) < batch:
             exhausted = True
             break
     if len(found) > limit:
-        next_cursor: str | None = encode_cursor(found[limit - 1][1])
+        next_cursor: str | None = encode_cursor(found[limit - 1][2])
     elif exhausted or position is None:
         next_cursor = None
     else:  # the scan budget ran out: carry on from the last entry read
         next_cursor = encode_cursor(position)
-    return ExportPage(data=[export for export, _ in found[:limit]], next_cursor=next_cursor)
+    return [(record, export) for record, export, _ in found[:limit]], next_cursor

@@ -189,6 +189,29 @@ class ExportService:
             self.store, client_id, status=status, limit=limit, cursor=cursor
         )
 
+    async def page_across_clients(
+        self,
+        client_id: str | None,
+        *,
+        status: ExportStatus | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[tuple[str, Export]], str | None]:
+        """For operators: one page of (client id, export), newest first, of one client's
+        exports or (``client_id`` None) every client's; the same walk and cursors as ``page``."""
+        rows, next_cursor = await listing.walk(
+            self.store, client_id, status=status, limit=limit, cursor=cursor
+        )
+        return [(record.client_id, export) for record, export in rows], next_cursor
+
+    async def owner_of(self, export_id: str) -> str | None:
+        """The client an export belongs to (None: no such export), so that an operator can
+        act on it exactly as its client would."""
+        if not EXPORT_ID.match(export_id):
+            return None
+        record = await self.store.get_export(export_id)
+        return record.client_id if record is not None else None
+
     async def cancel(self, client_id: str, export_id: str) -> Export:
         """Cancel an unfinished export. Its task stops (and frees its upstream slot) only when
         no other export follows it; otherwise it carries on serving them."""

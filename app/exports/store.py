@@ -83,6 +83,8 @@ redis.call('SET', KEYS[6], ARGV[5], 'EX', ttl)
 redis.call('ZADD', KEYS[7], ARGV[6], ARGV[7])
 redis.call('SADD', KEYS[8], ARGV[7])
 redis.call('EXPIRE', KEYS[8], ttl)
+redis.call('ZADD', KEYS[10], ARGV[6], ARGV[7])
+redis.call('ZREMRANGEBYSCORE', KEYS[10], '-inf', tonumber(ARGV[6]) - tonumber(ttl) * 1000)
 if ARGV[8] == '' then
   return 1
 end"""
@@ -169,7 +171,18 @@ class ExportStore:
         after the position ``before`` in that order (ms descending, then id descending: the
         order Redis gives equal scores in reverse). New exports are newer than any position
         already handed out, so they never shift what comes after it."""
-        key = keys.client_exports(client_id)
+        return await self._index_before(keys.client_exports(client_id), before, count)
+
+    async def all_exports_before(
+        self, before: tuple[int, str] | None, count: int
+    ) -> list[tuple[str, int]]:
+        """As ``client_exports_before``, over every client's exports (the operator console's
+        all-clients view, ``gw:exports:all``)."""
+        return await self._index_before(keys.ALL_EXPORTS, before, count)
+
+    async def _index_before(
+        self, key: str, before: tuple[int, str] | None, count: int
+    ) -> list[tuple[str, int]]:
         high: float | str = "+inf" if before is None else before[0]
         found: list[tuple[str, int]] = []
         offset = 0
@@ -186,6 +199,14 @@ class ExportStore:
                 break
             offset += len(chunk)
         return found[:count]
+
+    async def slot_counts(self) -> tuple[int, int]:
+        """How many tasks wait for an upstream slot, and how many hold one."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(keys.UPSTREAM_WAITING)
+            pipe.zcard(keys.UPSTREAM_ACTIVE)
+            waiting, active = await pipe.execute()
+        return int(waiting), int(active)
 
     async def task_export_ids(self, task_id: str) -> list[str]:
         members: set[str] = await self.redis.smembers(keys.task_exports(task_id))  # type: ignore[misc]
@@ -226,6 +247,7 @@ class ExportStore:
                 keys.client_exports(record.client_id),
                 keys.task_exports(new_task.id),
                 keys.UPSTREAM_ACTIVE,
+                keys.ALL_EXPORTS,
             ],
             args=[
                 self._ttl,
@@ -281,6 +303,10 @@ class ExportStore:
     def _queue_export_writes(self, pipe: Pipeline, record: ExportRecord) -> None:
         pipe.set(keys.export(record.id), record.model_dump_json(), ex=self._ttl)
         pipe.zadd(keys.client_exports(record.client_id), {record.id: _ms(record.created_at)})
+        # The all-clients index is everybody's: it forgets exports past their retention as
+        # it goes, so it never outgrows the records it names.
+        pipe.zadd(keys.ALL_EXPORTS, {record.id: _ms(record.created_at)})
+        pipe.zremrangebyscore(keys.ALL_EXPORTS, "-inf", _ms(record.created_at) - self._ttl * 1000)
         pipe.sadd(keys.task_exports(record.task_id), record.id)
         pipe.expire(keys.task_exports(record.task_id), self._ttl)
 

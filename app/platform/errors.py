@@ -3,6 +3,7 @@
     GatewayError                 status, title, detail, errors (member-level problems), headers
     ├── BadRequest           400
     ├── Unauthenticated      401  (with WWW-Authenticate: Bearer)
+    ├── Forbidden            403  (a console form posted without its CSRF token)
     ├── NotFound             404  (also: another client's export)
     ├── Conflict             409
     ├── Gone                 410
@@ -81,6 +82,10 @@ class Unauthenticated(GatewayError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(GatewayError):
+    status, title, slug = 403, "Forbidden", "forbidden"
 
 
 class NotFound(GatewayError):

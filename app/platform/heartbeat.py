@@ -54,3 +54,9 @@ async def newest_beat_age(redis: Redis) -> float | None:
     if not newest:
         return None
     return max(0.0, time.time() - float(newest[0][1]))
+
+
+async def workers_alive(redis: Redis, within_seconds: float) -> int:
+    """Workers whose last heartbeat is at most ``within_seconds`` old."""
+    count: int = await redis.zcount(keys.WORKERS, time.time() - within_seconds, "+inf")
+    return count

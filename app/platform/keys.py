@@ -4,6 +4,8 @@ All keys start with ``gw:`` so that an operator can tell them from arq's own ``a
 
     gw:export:{export_id}          JSON   one caller's export (the caller-facing record)
     gw:client:{client_id}:exports  ZSET   the client's export ids, scored by creation time (ms)
+    gw:exports:all                 ZSET   every client's export ids, scored by creation time (ms),
+                                          for the operator console's all-clients view
     gw:task:{task_id}              JSON   one upstream task, shared by all exports of a query
     gw:task:{task_id}:exports      SET    ids of the exports that follow the task
     gw:tasks:open                  ZSET   task ids not yet finished, scored by creation time (ms)
@@ -22,12 +24,19 @@ All keys start with ``gw:`` so that an operator can tell them from arq's own ``a
     gw:export:{export_id}:attempts LIST   JSON delivery attempts of an export, oldest first
     gw:events:pending              ZSET   webhook event ids still being delivered, scored by when
                                           their next attempt is due (ms), for the sweep
+    gw:webhooks:gave_up            ZSET   webhook events given up on, scored by when (ms), one
+                                          day kept (the console's health strip)
     gw:workers                     ZSET   worker ids scored by their last heartbeat (unix seconds)
     gw:sweep:lock                  STR    the worker sweeping now (one sweep per interval)
     gw:archive:pending             ZSET   completed task ids whose archive copy is still to be
                                           made, scored by when its next attempt is due (ms)
     gw:archive:kept                ZSET   task ids with an archived copy in the store, scored
                                           by when it expires (ms; +inf: kept for ever)
+    gw:console:secret              STR    the key signing console cookies and CSRF tokens (made
+                                          once, shared by every API process)
+    gw:console:session:{sid}       JSON   one signed-in console session (expires with it)
+    gw:console:signin:{address}    ZSET   console sign-in attempts from one client address
+                                          (sliding window)
 
 One arq queue is ours to name, though arq owns what is in it:
 
@@ -50,6 +59,9 @@ SWEEP_LOCK = f"{PREFIX}sweep:lock"
 EVENTS_PENDING = f"{PREFIX}events:pending"
 ARCHIVE_PENDING = f"{PREFIX}archive:pending"
 ARCHIVE_KEPT = f"{PREFIX}archive:kept"
+ALL_EXPORTS = f"{PREFIX}exports:all"
+WEBHOOK_GIVE_UPS = f"{PREFIX}webhooks:gave_up"
+CONSOLE_SECRET = f"{PREFIX}console:secret"
 
 
 def export(export_id: str) -> str:
@@ -102,3 +114,11 @@ def export_events(export_id: str) -> str:
 
 def export_attempts(export_id: str) -> str:
     return f"{PREFIX}export:{export_id}:attempts"
+
+
+def console_session(session_id: str) -> str:
+    return f"{PREFIX}console:session:{session_id}"
+
+
+def console_signin_window(address: str) -> str:
+    return f"{PREFIX}console:signin:{address}"

@@ -118,7 +118,7 @@ def secret_values(settings: Settings) -> list[str]:
         found.append(settings.upstream_token.get_secret_value())
     if settings.webhook_secret is not None:
         found.append(settings.webhook_secret.get_secret_value())
-    for pair in [*settings.api_keys, *settings.webhook_secrets]:
+    for pair in [*settings.api_keys, *settings.admin_keys, *settings.webhook_secrets]:
         _, _, value = pair.partition(":")
         if value and not value.startswith("sha256:"):
             found.append(value)

@@ -1,4 +1,5 @@
-"""Per-client rate limit of ``POST /v1/exports``: a sliding window kept in Redis.
+"""Sliding-window rate limits kept in Redis: per client on ``POST /v1/exports``, per client
+address on the operator console's sign-in.
 
 Each client's accepted requests of the last minute live in a sorted set
 (``gw:ratelimit:{client_id}``) scored by Redis's own clock, so every API process counts
@@ -36,23 +37,33 @@ return tonumber(oldest[2]) + window - now
 """
 
 
-class ClientRateLimiter:
+class SlidingWindow:
+    """At most ``per_minute`` admissions per key in any sliding 60 s window (0: no limit)."""
+
     def __init__(self, redis: Redis, per_minute: int) -> None:
         self.per_minute = per_minute
         self._admit = redis.register_script(_ADMIT)
 
+    async def wait_seconds(self, key: str) -> int:
+        """Count one admission under ``key`` and answer 0, or, when its window is full, count
+        nothing and answer how many seconds until it has room."""
+        if self.per_minute <= 0:
+            return 0
+        wait_ms = int(
+            await self._admit(keys=[key], args=[self.per_minute, WINDOW_MS, secrets.token_hex(8)])
+        )
+        return max(1, math.ceil(wait_ms / 1000)) if wait_ms > 0 else 0
+
+
+class ClientRateLimiter:
+    def __init__(self, redis: Redis, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._window = SlidingWindow(redis, per_minute)
+
     async def admit(self, client_id: str) -> None:
         """Count one request of ``client_id``, or raise 429 when its window is full."""
-        if self.per_minute <= 0:
-            return
-        wait_ms = int(
-            await self._admit(
-                keys=[keys.client_rate_window(client_id)],
-                args=[self.per_minute, WINDOW_MS, secrets.token_hex(8)],
-            )
-        )
-        if wait_ms > 0:
-            retry_after = max(1, math.ceil(wait_ms / 1000))
+        retry_after = await self._window.wait_seconds(keys.client_rate_window(client_id))
+        if retry_after > 0:
             raise TooManyRequests(
                 f"more than {self.per_minute} export requests in a minute; "
                 f"retry in {retry_after} s",

@@ -5,7 +5,9 @@ For every request that carries a body (POST, PUT, PATCH):
 * a ``Content-Length`` above ``MAX_BODY_BYTES`` (64 KiB) answers 413 at once, unread;
 * a body streamed without a length is read in chunks and refused with 413 as soon as it
   passes the cap, so at most 64 KiB plus one chunk is ever held;
-* a non-empty body that is not ``application/json`` (or ``application/*+json``) answers 415.
+* a non-empty body that is not ``application/json`` (or ``application/*+json``) answers 415,
+  except that the operator console's pages (``/console/...``) also take HTML forms
+  (``application/x-www-form-urlencoded``).
 
 The body that passes is handed on unchanged. Errors are the usual problem+json.
 """
@@ -34,6 +36,16 @@ def is_json(content_type: str | None) -> bool:
     media = (content_type or "").split(";", 1)[0].strip().lower()
     kind, _, subtype = media.partition("/")
     return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def _is_form(content_type: str | None) -> bool:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/x-www-form-urlencoded"
+
+
+def _takes_forms(path: str) -> bool:
+    """The operator console's pages post HTML forms; every other route takes JSON only."""
+    return path == "/console" or path.startswith("/console/")
 
 
 def _too_large(max_bytes: int) -> PayloadTooLarge:
@@ -78,7 +90,10 @@ class RequestBodyGuard:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        if body and not is_json(headers.get("content-type")):
+        if body and not (
+            is_json(headers.get("content-type"))
+            or (_is_form(headers.get("content-type")) and _takes_forms(scope["path"]))
+        ):
             detail = "send the body as application/json"
             got = headers.get("content-type") or "none"
             await _reject(

@@ -330,6 +330,10 @@ class WebhookService:
         await self._schedule(after, now)
         return EventView.of(after)
 
+    async def give_ups_in_last_day(self) -> int:
+        """Events given up on in the last 24 hours, every client's (for operators)."""
+        return await self.store.give_ups_since(utcnow() - timedelta(days=1))
+
     async def _owned(self, client_id: str, export_id: str) -> ExportRecord:
         record = await self.exports.get_export(export_id) if EXPORT_ID.match(export_id) else None
         # Another client's export is exactly as absent as one that never existed.

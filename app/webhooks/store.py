@@ -17,6 +17,9 @@ from redis.asyncio.client import Pipeline
 from app.platform import keys
 from app.webhooks.schemas import Attempt, Event
 
+# Give-ups are counted over the last day (the operator console's health strip).
+GIVE_UPS_KEPT_MS = 86_400_000
+
 EventChange = Callable[[Event], tuple[Event, Attempt | None] | None]
 
 
@@ -100,12 +103,25 @@ class WebhookStore:
                 pipe.rpush(log_key, logged.model_dump_json())
                 pipe.expire(log_key, self._ttl)
             self._queue_pending(pipe, updated)
+            if logged is not None and logged.outcome == "gave_up":
+                self._queue_give_up(pipe, updated, logged)
             return updated, logged
 
         result: tuple[Event | None, Attempt | None] = await self.redis.transaction(
             attempt, value_from_callable=True
         )
         return result
+
+    @staticmethod
+    def _queue_give_up(pipe: Pipeline, event: Event, logged: Attempt) -> None:
+        at = _ms(logged.at)
+        pipe.zadd(keys.WEBHOOK_GIVE_UPS, {f"{event.id}:{logged.attempt}": at})
+        pipe.zremrangebyscore(keys.WEBHOOK_GIVE_UPS, "-inf", at - GIVE_UPS_KEPT_MS)
+
+    async def give_ups_since(self, since: datetime) -> int:
+        """Events given up on (a dead letter each time) since ``since`` (at most a day ago)."""
+        count: int = await self.redis.zcount(keys.WEBHOOK_GIVE_UPS, _ms(since), "+inf")
+        return count
 
     def _queue_pending(self, pipe: Pipeline, event: Event) -> None:
         if event.state == "pending":

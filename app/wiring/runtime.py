@@ -16,6 +16,8 @@ from app.archive.service import ArchiveService
 from app.archive.storage import InvalidStorageUrl, open_storage
 from app.archive.store import ArchivedCopies
 from app.config import Settings
+from app.console.service import ConsoleService
+from app.console.store import ConsoleStore
 from app.exports.csv import CsvService
 from app.exports.idempotency import IdempotencyKeys
 from app.exports.lifecycle import Notifier, TaskLifecycle
@@ -23,6 +25,7 @@ from app.exports.service import ExportService
 from app.exports.store import ExportStore
 from app.platform.connections import connect_redis
 from app.platform.jobs import JobQueue
+from app.platform.keyring import KeyRing
 from app.platform.ratelimit import ClientRateLimiter
 from app.upstream.activity import ActivityService
 from app.upstream.catalog import FieldCatalog
@@ -56,6 +59,7 @@ class Runtime:
     idempotency: IdempotencyKeys
     rate_limiter: ClientRateLimiter
     archive: ArchiveService
+    console: ConsoleService
 
     async def close(self) -> None:
         await self.catalog.close()
@@ -153,6 +157,20 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         http=link_http,
         copies=copies,
     )
+    client_digests = settings.api_key_digests()
+    console = ConsoleService(
+        store=ConsoleStore(redis, signin_per_minute=settings.console_signin_per_minute),
+        exports=exports,
+        export_store=store,
+        webhooks=webhooks,
+        client_keys=KeyRing(client_digests),
+        admin_keys=KeyRing(settings.admin_key_digests()),
+        clients=list(client_digests.values()),
+        session_seconds=settings.console_session_seconds,
+        upstream_cap=settings.upstream_max_active_tasks,
+        ready_worker_seconds=settings.ready_worker_seconds,
+        queue_keys=queue.queue_keys,
+    )
     return Runtime(
         settings,
         redis,
@@ -170,4 +188,5 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         IdempotencyKeys(redis),
         ClientRateLimiter(redis, settings.client_rate_limit_per_minute),
         archive,
+        console,
     )
