@@ -93,12 +93,12 @@ class Attempt(BaseModel):
     duration_ms: int
     outcome: Outcome
     response_body: str | None = Field(
-        None, description="Extension: the first 2 KiB of the receiver's answer (UTF-8)."
+        None, description="The first 2 KiB of the receiver's answer (UTF-8)."
     )
 
 
 class EventView(BaseModel):
-    """Extension: where an event's delivery stands."""
+    """Where an event's delivery stands."""
 
     id: str = Field(description="The event's webhook-id.")
     type: str
@@ -125,4 +125,4 @@ class Deliveries(BaseModel):
     """Body of ``GET /v1/exports/{id}/deliveries``."""
 
     data: list[Attempt] = Field(description="Every delivery attempt, oldest first.")
-    events: list[EventView] = Field(description="Extension: the export's events, oldest first.")
+    events: list[EventView] = Field(description="The export's events, oldest first.")

@@ -128,9 +128,7 @@ def test_version_prints_the_installed_version() -> None:
     assert shown.stdout.strip() == f"export-gateway {version('clickwrap-export-gateway')}"
 
 
-async def test_a_wait_that_times_out_exits_5(
-    stack: Stack, sandbox: httpx.Client
-) -> None:
+async def test_a_wait_that_times_out_exits_5(stack: Stack, sandbox: httpx.Client) -> None:
     sandbox.post("/_sandbox/config", json={"never_finish": True}).raise_for_status()
     waited = _run(stack, "submit", "--filter", "event_type==viewed", "--wait", "--timeout", "1")
     assert waited.returncode == 5, waited.stderr
