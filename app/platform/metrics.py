@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from app.platform import keys
 
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # -- the API's HTTP requests (recorded by app/web/middleware.py) ----------------------------
 HTTP_REQUESTS = Counter(
