@@ -150,11 +150,12 @@ def run(args: argparse.Namespace) -> int:
             f"\nClickwrap Export Gateway is up on {url}  (docs: {url}/docs)\n"
             + "".join(f"  - {n}\n" for n in notes)
             + f"  - API key: {key_text}\n\n"
-            "Try it:\n"
-            f"  curl -s -X POST {url}/v1/exports -H 'Authorization: Bearer {key_text}' \\\n"
+            'Try it (the README\'s "Using it" walks through the rest):\n'
+            + (f"  KEY=$(cat {STATE_DIR / 'dev-api-key'})\n" if api_key else "  KEY=...\n")
+            + f'  curl -sf -X POST {url}/v1/exports -H "Authorization: Bearer $KEY" \\\n'
             "       -H 'Content-Type: application/json' \\\n"
             '       -d \'{"filter": "event_type==agreed", "fields": ["event_type"]}\'\n'
-            f"  curl -s {url}/v1/exports/<id> -H 'Authorization: Bearer {key_text}'\n\n"
+            f'  curl -sf {url}/v1/exports/<id> -H "Authorization: Bearer $KEY"\n\n'
             "Ctrl-C stops everything.\n",
             flush=True,
         )
