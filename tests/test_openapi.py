@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -12,7 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+from openapi_spec_validator import validate
 
+from app.webhooks.schemas import WEBHOOK_EVENTS
 from tests.support import KEYS, Stack, running_stack
 
 PROBLEM = "application/problem+json"
@@ -45,20 +46,45 @@ async def test_docs_page_loads_only_local_assets_that_all_answer(stack: Stack) -
             assert asset.content, url
 
 
-async def test_docs_get_the_spec_in_openapi_3_0_that_the_bundled_swagger_ui_renders(
+async def test_docs_render_the_openapi_3_1_document_with_a_swagger_ui_that_reads_3_1(
     stack: Stack,
 ) -> None:
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=10) as web:
-        old = (await web.get("/docs/openapi.json")).json()
-        new = (await web.get("/openapi.json")).json()
-    # Swagger UI 4 renders `openapi: 3.0.n` only (swagger-ui-bundle ships 4.15).
-    assert re.fullmatch(r"3\.0\.\d+", old["openapi"])
-    assert new["openapi"].startswith("3.1")
-    text = json.dumps(old)
-    assert '"type": "null"' not in text and '"const"' not in text
-    assert set(old["paths"]) == set(new["paths"])
-    status = old["paths"]["/v1/exports"]["get"]["parameters"][0]["schema"]
-    assert status["nullable"] is True and "canceled" in status["enum"]
+        html = (await web.get("/docs")).text
+        bundle = (await web.get("/docs/static/swagger-ui-bundle.js")).text
+        spec = (await web.get("/openapi.json")).json()
+    assert re.findall(r"""url:\s*["']([^"']+)["']""", html) == ["/openapi.json"]
+    assert spec["openapi"].startswith("3.1")
+    # Swagger UI reads OpenAPI 3.1 from version 5 on; the bundle names its own version.
+    versions = {int(v) for v in re.findall(r'"(\d+)\.\d+\.\d+"', bundle)}
+    assert 5 in versions, sorted(versions)
+
+
+async def test_the_served_openapi_document_validates(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=10) as web:
+        spec = (await web.get("/openapi.json")).json()
+    validate(spec)  # openapi-spec-validator, OpenAPI 3.1 rules: raises on any violation
+
+
+async def test_every_webhook_type_is_in_the_document_with_its_signature_headers(
+    stack: Stack,
+) -> None:
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=10) as web:
+        spec = (await web.get("/openapi.json")).json()
+    assert list(spec["webhooks"]) == [name for name, _ in WEBHOOK_EVENTS]
+    assert {"export.completed", "export.failed", "export.expiring", "export.expired"} <= set(
+        spec["webhooks"]
+    )
+    for name, item in spec["webhooks"].items():
+        post = item["post"]
+        headers = {p["name"] for p in post["parameters"] if p["in"] == "header"}
+        assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}, name
+        body = post["requestBody"]["content"]["application/json"]["schema"]["allOf"]
+        assert body[0] == {"$ref": "#/components/schemas/WebhookEvent"}
+        assert body[1]["properties"]["type"]["const"] == name
+        assert "2XX" in post["responses"], name
+    event = spec["components"]["schemas"]["WebhookEvent"]
+    assert event["properties"]["data"] == {"$ref": "#/components/schemas/Export"}
 
 
 async def test_every_route_documents_its_answers_and_problems(stack: Stack) -> None:

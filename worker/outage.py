@@ -4,8 +4,9 @@
 (without it, arq's poll loop dies on the first refused connection and the worker exits).
 That is not enough on its own: arq 0.28 starts each job inside a WATCH, and redis-py turns a
 connection lost while watching into WatchError, which arq lets escape from its poll loop
-(arq issues #435 and #498): ``keep_polling_through_outages`` makes that loop log the error,
-pause and poll again instead of ending the worker.
+(arq's issues https://github.com/python-arq/arq/issues/435 and /498):
+``keep_polling_through_outages`` makes that loop log the error, pause and poll again instead of
+ending the worker.
 
 arq treats any exception of a job as final: the job is recorded as failed and never runs
 again, so a poll step that failed because Redis was restarting would end its task's chain of

@@ -2,8 +2,10 @@
 
 The body goes to a temporary file beside the target and is renamed over it only once the
 gateway has ended the response cleanly, so an interrupted download never leaves a file that
-looks complete. Exit codes: 0 done, 1 the gateway answered an error (its problem detail is
-printed), 2 usage (e.g. no API key), 3 transport error or truncated download.
+looks complete. On a terminal a progress line is redrawn in place: a bar with the percentage
+when the answer says its size (``Content-Length``), else the bytes so far and the rate.
+Exit codes: 0 done, 1 the gateway answered an error (its problem detail is printed), 3
+transport error, truncated download or a file that cannot be written (see ``EXIT_CODES``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import IO
 
 import httpx
 
-OK, HTTP_ERROR, USAGE, TRANSPORT = 0, 1, 2, 3
+OK, HTTP_ERROR, TRANSPORT = 0, 1, 3
+BAR_WIDTH = 30
 _FILENAME = re.compile(r'filename="([^"/\\]+)"')
 _PROGRESS_EVERY_SECONDS = 0.25
 
@@ -29,14 +32,14 @@ class Progress:
     answer says its length: an archived copy does) and the rate. Redrawn in place on a
     terminal; elsewhere only the final line is written."""
 
-    def __init__(self, stream: IO[str], *, enabled: bool) -> None:
+    def __init__(self, stream: IO[str], *, enabled: bool, total: int | None = None) -> None:
         self.stream = stream
         self.enabled = enabled
         self.live = enabled and stream.isatty()
+        self.total = total if total and total > 0 else None
         self.started = time.monotonic()
         self.drawn = 0.0
         self.bytes = 0
-        self.total: int | None = None
 
     def add(self, count: int) -> None:
         self.bytes += count
@@ -55,10 +58,15 @@ class Progress:
     def _line(self, now: float) -> str:
         elapsed = max(now - self.started, 1e-6)
         rate = self.bytes / elapsed / 1e6
-        done = f"{_size(self.bytes)} ({self.bytes} bytes)"
-        if self.total:
-            done += f" of {_size(self.total)} ({100 * self.bytes / self.total:.0f}%)"
-        return f"{done} in {elapsed:.1f} s, {rate:.1f} MB/s"
+        if self.total is None:
+            return f"{_size(self.bytes)} ({self.bytes} bytes) in {elapsed:.1f} s, {rate:.1f} MB/s"
+        share = min(self.bytes / self.total, 1.0)
+        filled = int(share * BAR_WIDTH)
+        bar = "#" * filled + "-" * (BAR_WIDTH - filled)
+        return (
+            f"[{bar}] {share:4.0%}  {_size(self.bytes)} of {_size(self.total)}, "
+            f"{elapsed:.1f} s, {rate:.1f} MB/s"
+        )
 
 
 def _size(count: int) -> str:
@@ -87,13 +95,8 @@ def _target(output: str | None, response: httpx.Response, export_id: str) -> str
     return match.group(1) if match else f"{export_id}.csv"
 
 
-def download_csv(
-    *, export_id: str, output: str | None, url: str, key: str | None, quiet: bool
-) -> int:
+def download_csv(*, export_id: str, output: str | None, url: str, key: str, quiet: bool) -> int:
     err = sys.stderr
-    if not key:
-        err.write("export-gateway download: no API key: pass --key or set GATEWAY_API_KEY\n")
-        return USAGE
     progress = Progress(err, enabled=not quiet)
     temp: Path | None = None
     headers = {"Authorization": f"Bearer {key}", "Accept": "text/csv"}
@@ -112,8 +115,8 @@ def download_csv(
                 )
                 return HTTP_ERROR
             target = _target(output, response, export_id)
-            length = response.headers.get("content-length", "")
-            progress.total = int(length) if length.isdigit() else None
+            size = response.headers.get("content-length", "")
+            progress = Progress(err, enabled=not quiet, total=int(size) if size.isdigit() else None)
             if target == "-":
                 sink = sys.stdout.buffer
                 for chunk in response.iter_bytes():

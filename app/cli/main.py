@@ -1,15 +1,5 @@
-"""``export-gateway``: the dev runner, the sandbox upstream and the HTTP client.
-
-export-gateway run       Redis (private, unless GATEWAY_REDIS_URL is set), the sandbox
-                         upstream (unless GATEWAY_UPSTREAM_TOKEN is set), the API and one
-                         worker; Ctrl-C stops everything it started.
-export-gateway sandbox   only the sandbox upstream
-export-gateway submit | status | list | cancel | check
-                         the HTTP client (see app/cli/client.py for exit codes)
-export-gateway download  stream an export's CSV (GET /v1/exports/{id}/csv) to a file
-export-gateway verify    re-read an export's archived copy and compare its sha256 (an
-                         operator's command: it reads the gateway's settings, not an API key)
-"""
+"""``export-gateway``: the dev runner, the sandbox upstream, a webhook receiver and the HTTP
+client. ``USAGE`` below is what ``export-gateway --help`` prints."""
 
 from __future__ import annotations
 
@@ -22,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from types import FrameType
 
@@ -34,7 +25,24 @@ from app.platform.localredis import LocalRedis, free_port
 from app.webhooks.signing import WebhookSigner
 
 STATE_DIR = Path(".gateway")
-DEFAULT_URL = "http://127.0.0.1:8000"
+DISTRIBUTION = "clickwrap-export-gateway"
+
+USAGE = """\
+The Clickwrap Export Gateway's command line.
+
+  export-gateway run        the whole gateway on this machine: Redis (a private one, unless
+                            GATEWAY_REDIS_URL is set), the sandbox upstream (unless
+                            GATEWAY_UPSTREAM_TOKEN is set), the API and one worker;
+                            Ctrl-C stops everything it started
+  export-gateway sandbox    only the sandbox of the Clickwrap API
+  export-gateway listen     a webhook receiver that verifies each signature and prints the
+                            event
+  export-gateway submit | status | list | cancel | check | download
+                            the gateway's HTTP API from the command line (results as JSON on
+                            stdout; URL and key from --url/--api-key, $GATEWAY_URL and
+                            $GATEWAY_API_KEY, or the dev runner's .gateway/dev-api-key)
+
+Run 'export-gateway COMMAND --help' for a command's options."""
 
 
 def _persistent_secret(name: str, make: str, valid: Callable[[str], bool] = bool) -> str:
@@ -148,11 +156,12 @@ def run(args: argparse.Namespace) -> int:
             f"  - operator console: {url}/console (sign in with the API key)\n"
             + "".join(f"  - {n}\n" for n in notes)
             + f"  - API key: {key_text}\n\n"
-            "Try it:\n"
-            f"  curl -s -X POST {url}/v1/exports -H 'Authorization: Bearer {key_text}' \\\n"
+            'Try it (the README\'s "Using it" walks through the rest):\n'
+            + (f"  KEY=$(cat {STATE_DIR / 'dev-api-key'})\n" if api_key else "  KEY=...\n")
+            + f'  curl -sf -X POST {url}/v1/exports -H "Authorization: Bearer $KEY" \\\n'
             "       -H 'Content-Type: application/json' \\\n"
             '       -d \'{"filter": "event_type==agreed", "fields": ["event_type"]}\'\n'
-            f"  curl -s {url}/v1/exports/<id> -H 'Authorization: Bearer {key_text}'\n\n"
+            f'  curl -sf {url}/v1/exports/<id> -H "Authorization: Bearer $KEY"\n\n'
             "Ctrl-C stops everything.\n",
             flush=True,
         )
@@ -180,10 +189,33 @@ def download(args: argparse.Namespace) -> int:
     return download_csv(
         export_id=args.export_id,
         output=args.output,
-        url=args.url or os.environ.get("GATEWAY_URL") or DEFAULT_URL,
-        key=args.key or os.environ.get("GATEWAY_API_KEY"),
+        url=cli_client.base_url(args),
+        key=cli_client.api_key(args),
         quiet=args.quiet,
     )
+
+
+def listen(args: argparse.Namespace) -> int:
+    from app.cli.listen import listen as serve_webhooks
+
+    return serve_webhooks(
+        host=args.host,
+        port=args.port,
+        secret=args.secret or os.environ.get("GATEWAY_WEBHOOK_SECRET") or _dev_webhook_secret(),
+        count=args.count,
+        timeout=args.timeout,
+    )
+
+
+def _dev_webhook_secret() -> str:
+    path = STATE_DIR / "dev-webhook-secret"
+    if not path.exists():
+        raise cli_client.CliError(
+            cli_client.USAGE,
+            f"no webhook secret: pass --secret, set GATEWAY_WEBHOOK_SECRET, or start the dev "
+            f"runner once (it writes {path})",
+        )
+    return path.read_text().strip()
 
 
 def sandbox(args: argparse.Namespace) -> int:
@@ -195,26 +227,56 @@ def sandbox(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="export-gateway", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="export-gateway",
+        description=USAGE,
+        epilog=cli_client.EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {metadata.version(DISTRIBUTION)}"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run_cmd = commands.add_parser("run", help="run the whole gateway locally (dev runner)")
-    run_cmd.add_argument("--host", default="127.0.0.1")
-    run_cmd.add_argument("--port", type=int, default=8000)
-    run_cmd.add_argument("--redis-port", type=int, default=0, help="private Redis port")
+    run_cmd = cli_client.command(commands, "run", "run the whole gateway locally (dev runner)")
+    run_cmd.add_argument("--host", default="127.0.0.1", help="the API's address (%(default)s)")
+    run_cmd.add_argument("--port", type=int, default=8000, help="the API's port (%(default)s)")
+    run_cmd.add_argument(
+        "--redis-port", type=int, default=0, help="the private Redis's port (default: a free one)"
+    )
     run_cmd.set_defaults(handler=run)
 
-    sandbox_cmd = commands.add_parser("sandbox", help="run only the sandbox upstream")
-    sandbox_cmd.add_argument("--host", default="127.0.0.1")
-    sandbox_cmd.add_argument("--port", type=int, default=8090)
+    sandbox_cmd = cli_client.command(commands, "sandbox", "run only the sandbox upstream")
+    sandbox_cmd.add_argument("--host", default="127.0.0.1", help="address (%(default)s)")
+    sandbox_cmd.add_argument("--port", type=int, default=8090, help="port (%(default)s)")
     sandbox_cmd.set_defaults(handler=sandbox)
 
-    download_cmd = commands.add_parser(
+    listen_cmd = cli_client.command(
+        commands,
+        "listen",
+        "receive webhooks: verify each signature and print the event",
+        "Receive the gateway's webhooks on http://HOST:PORT/ (any path): each one's Standard "
+        "Webhooks signature is verified (with --secret, else $GATEWAY_WEBHOOK_SECRET, else the "
+        "dev runner's .gateway/dev-webhook-secret); a valid one is answered 204 and printed on "
+        "stdout as one JSON line, anything else is answered 401 and reported on stderr.",
+    )
+    listen_cmd.add_argument("--host", default="127.0.0.1", help="address (%(default)s)")
+    listen_cmd.add_argument("--port", type=int, default=8765, help="port (%(default)s)")
+    listen_cmd.add_argument("--secret", help="the webhook secret (whsec_...)")
+    listen_cmd.add_argument(
+        "--count", type=int, default=0, help="exit 0 after this many valid webhooks; 0: never"
+    )
+    listen_cmd.add_argument(
+        "--timeout", type=float, default=0, help="exit 5 if --count is not reached in N s"
+    )
+    listen_cmd.set_defaults(handler=listen)
+
+    download_cmd = cli_client.command(
+        commands,
         "download",
-        help="stream an export's CSV files, merged into one, to a file",
-        description="Stream GET /v1/exports/ID/csv to a file (written to a temporary file "
-        "first, renamed when complete). Exit codes: 0 done, 1 the gateway refused (its "
-        "problem detail is printed), 2 usage, 3 transport error or truncated download.",
+        "stream an export's CSV files, merged into one, to a file",
+        "Stream GET /v1/exports/ID/csv to a file (written to a temporary file first, renamed "
+        "when complete), with a progress bar on a terminal when the size is known.",
     )
     download_cmd.add_argument("export_id", metavar="ID", help="the export id (exp_...)")
     download_cmd.add_argument(
@@ -222,11 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         "--output",
         help="file to write ('-' for standard output); default: the name the gateway suggests",
     )
-    download_cmd.add_argument(
-        "--url", help=f"the gateway's base URL (default: $GATEWAY_URL or {DEFAULT_URL})"
-    )
-    download_cmd.add_argument("--key", help="an API key (default: $GATEWAY_API_KEY)")
     download_cmd.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    cli_client.add_connection(download_cmd)
     download_cmd.set_defaults(handler=download)
 
     cli_client.register(commands)

@@ -46,7 +46,7 @@ UtcTime = Annotated[datetime, PlainSerializer(_iso, return_type=str, when_used="
 
 
 def normalise_fields(fields: list[str] | None) -> list[str] | None:
-    """The contract's fields rule: id, signer_id, created_time first, then the rest, no dups."""
+    """The fields rule (docs/API.md): id, signer_id, created_time first, then the rest, no dups."""
     if fields is None:
         return None
     ordered = dict.fromkeys([*REQUIRED_FIELDS, *(f.strip() for f in fields)])
@@ -267,7 +267,7 @@ EXPORT_EXAMPLE: dict[str, Any] = {
 
 
 class Export(BaseModel):
-    """The caller-facing export (CONTRACT.md, "The export")."""
+    """The caller-facing export (docs/API.md, "The export")."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [EXPORT_EXAMPLE]})
 
@@ -290,10 +290,10 @@ class Export(BaseModel):
     error: ErrorInfo | None
     fields_verified: bool | None = Field(
         None,
-        description="Extension: whether `fields` were checked against the site's known fields "
+        description="Whether `fields` were checked against the site's known fields "
         "(null when there was nothing to check).",
     )
-    canceled_at: UtcTime | None = Field(None, description="Extension: when it was canceled.")
+    canceled_at: UtcTime | None = Field(None, description="When it was canceled.")
     links_expire_at: UtcTime | None = Field(
         None, description="When upstream deletes its CSV links (`expires_at` may be later)."
     )

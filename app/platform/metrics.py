@@ -1,10 +1,15 @@
 """Every Prometheus metric of the gateway, defined once (``prometheus-client``).
 
-Each process (the API and every worker) keeps its own counters; Prometheus scrapes each
-(``/metrics`` on the API, ``GATEWAY_WORKER_METRICS_PORT`` on a worker) and sums them. Counters
-count transitions where they happen; the gauges of open tasks, waiting tasks and queue depth are
-read from Redis sorted sets at scrape time (``refresh_queue_gauges``: a few O(1)/O(log n)
-commands, never a scan).
+Each process (the API and every worker) keeps its own counters and histograms; Prometheus
+scrapes each (``/metrics`` on the API, ``GATEWAY_WORKER_METRICS_PORT`` on a worker), and a
+query *sums* them across processes. Counters count transitions where they happen. The gauges
+(open tasks, waiting tasks, queue depth, live workers, ...) are different: each is one
+cluster-wide value read from Redis at scrape time (``refresh_queue_gauges``: a few
+O(1)/O(log n) commands, never a scan), so every process reports the same number and a query
+takes the *max* across processes (a sum would count it once per process).
+
+No ``_created`` series: ``disable_created_metrics`` below (they double the series count and no
+query of ours needs them).
 
 Other modules import the metric objects from here (webhook delivery uses
 ``WEBHOOK_ATTEMPTS`` and ``WEBHOOK_DEAD_LETTERS``).
@@ -14,10 +19,26 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 from redis.asyncio import Redis
 
 from app.platform import keys
+
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+# -- the API's HTTP requests (recorded by app/web/middleware.py) ----------------------------
+HTTP_REQUESTS = Counter(
+    "gateway_http_requests",
+    "Requests the API answered, by route template (`<unmatched>` for no route), method and "
+    "status class (2xx, 4xx, ...)",
+    ["route", "method", "status"],
+)
+HTTP_DURATION = Histogram(
+    "gateway_http_request_seconds",
+    "Time from a request's arrival to the end of its answer, by route template and method",
+    ["route", "method"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 
 # -- exports and upstream tasks --------------------------------------------------------------
 EXPORTS = Counter(
@@ -92,16 +113,32 @@ SWEEP_REPAIRS = Counter(
     ["kind"],
 )
 
-# -- read from Redis at scrape time ----------------------------------------------------------
-OPEN_TASKS = Gauge("gateway_open_tasks", "Upstream tasks not yet finished (queued or running)")
-WAITING_TASKS = Gauge("gateway_waiting_tasks", "Queued tasks waiting for an upstream slot")
-ACTIVE_TASKS = Gauge("gateway_active_tasks", "Tasks holding an upstream slot")
-OLDEST_WAITING_AGE = Gauge(
-    "gateway_oldest_waiting_seconds", "Age of the oldest task waiting for a slot (0 when none)"
+CLUSTER_WIDE = "; cluster-wide, the same from every process: aggregate with max"
+
+# -- read from Redis at scrape time: cluster-wide, the same in every process (aggregate: max) ---
+OPEN_TASKS = Gauge(
+    "gateway_open_tasks",
+    "Upstream tasks not yet finished (queued or running)" + CLUSTER_WIDE,
 )
-JOB_QUEUE_DEPTH = Gauge("gateway_job_queue_depth", "Jobs in the job queue (due or deferred)")
+WAITING_TASKS = Gauge(
+    "gateway_waiting_tasks",
+    "Queued tasks waiting for an upstream slot" + CLUSTER_WIDE,
+)
+ACTIVE_TASKS = Gauge(
+    "gateway_active_tasks",
+    "Tasks holding an upstream slot" + CLUSTER_WIDE,
+)
+OLDEST_WAITING_AGE = Gauge(
+    "gateway_oldest_waiting_seconds",
+    "Age of the oldest task waiting for a slot (0 when none)" + CLUSTER_WIDE,
+)
+JOB_QUEUE_DEPTH = Gauge(
+    "gateway_job_queue_depth",
+    "Jobs in the job queue (due or deferred)" + CLUSTER_WIDE,
+)
 WORKERS_ALIVE = Gauge(
-    "gateway_workers_alive", "Workers whose heartbeat is within GATEWAY_READY_WORKER_SECONDS"
+    "gateway_workers_alive",
+    "Workers whose heartbeat is within GATEWAY_READY_WORKER_SECONDS" + CLUSTER_WIDE,
 )
 
 

@@ -1,4 +1,4 @@
-"""Defensive reading of what Clickwrap sends back (UPSTREAM.md, "be defensive").
+"""Defensive reading of what Clickwrap sends back (its answers vary, so read defensively).
 
 Upstream documents little: one example task, the word ``pending``, and that a finished task
 "carries a property links". So every reader here accepts the shapes we have reason to expect

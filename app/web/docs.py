@@ -3,28 +3,32 @@
 * ``/openapi.json`` is FastAPI's OpenAPI 3.1 document, finished here: every error response is
   ``application/problem+json`` with the ``Problem`` schema (FastAPI would file it under
   ``application/json``), with an example, and FastAPI's own ``HTTPValidationError`` is gone
-  (our 422 is a Problem too).
-* ``/docs`` is Swagger UI served from the ``swagger-ui-bundle`` package under
-  ``/docs/static``: no CDN. That Swagger UI (4.15) renders only OpenAPI 3.0, so it is given
-  ``/docs/openapi.json``, the same document said in 3.0 terms (``nullable`` instead of a
-  ``null`` type, ``example`` instead of ``examples`` in schemas).
+  (our 422 is a Problem too). Its ``webhooks`` describe what the gateway POSTs to a
+  ``callback_url``: one entry per event type of ``WEBHOOK_EVENTS`` (a new event type is one more
+  entry there), each with the Standard Webhooks signature headers.
+* ``/docs`` is Swagger UI 5 (which reads OpenAPI 3.1 as it is) served from the files that the
+  ``fastapi-offline`` package ships, under ``/docs/static``: no CDN.
 """
 
 from __future__ import annotations
 
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
+import fastapi_offline
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
-from swagger_ui_bundle import swagger_ui_path
 
 from app.platform.errors import PROBLEM_JSON
+from app.webhooks.schemas import WEBHOOK_EVENTS, WEBHOOK_HEADERS
 
 STATIC = "/docs/static"
+# Swagger UI 5's files as fastapi-offline ships them (its own app factory is not used).
+SWAGGER_UI_FILES = Path(fastapi_offline.__file__).parent / "static"
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
 
@@ -84,39 +88,60 @@ def finish_openapi(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def as_openapi_3_0(node: Any) -> Any:
-    """The same document in OpenAPI 3.0 terms, for Swagger UI 4."""
-    if isinstance(node, list):
-        return [as_openapi_3_0(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    node = dict(node)
-    for combinator in ("anyOf", "oneOf"):  # before the options themselves are converted
-        options = node.get(combinator)
-        if isinstance(options, list) and {"type": "null"} in options:
-            rest = [option for option in options if option != {"type": "null"}]
-            del node[combinator]
-            if len(rest) == 1 and "$ref" not in rest[0]:
-                node = {**rest[0], **node}
-            elif len(rest) == 1:
-                node["allOf"] = rest
-            else:
-                node[combinator] = rest
-            node["nullable"] = True
-    out = {key: as_openapi_3_0(value) for key, value in node.items()}
-    if isinstance(out.get("openapi"), str) and out["openapi"].startswith("3.1"):
-        out["openapi"] = "3.0.3"
-    if out.get("type") == "null":
-        out.pop("type")
-        out["nullable"] = True
-    if "const" in out:
-        out["enum"] = [out.pop("const")]
-    examples = out.get("examples")
-    if isinstance(examples, list):  # a schema's `examples` list is 3.1 (elsewhere: a map)
-        del out["examples"]
-        if examples:
-            out["example"] = examples[0]
-    return out
+def add_webhooks(spec: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI 3.1 ``webhooks``: one POST per event type, its body ``WebhookEvent`` with that
+    ``type``, its signature headers, and what the gateway makes of the receiver's answer."""
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas["WebhookEvent"] = {
+        "title": "WebhookEvent",
+        "type": "object",
+        "description": "The body of every webhook: the event's type, when it happened, and "
+        "the export as `GET /v1/exports/{id}` shows it at that moment.",
+        "required": ["type", "timestamp", "data"],
+        "properties": {
+            "type": {"type": "string", "enum": [name for name, _ in WEBHOOK_EVENTS]},
+            "timestamp": {"type": "string", "format": "date-time"},
+            "data": {"$ref": "#/components/schemas/Export"},
+        },
+    }
+    headers = [
+        {"name": name, "in": "header", "required": True, "description": text,
+         "schema": {"type": "string"}}
+        for name, text in WEBHOOK_HEADERS
+    ]  # fmt: skip
+    webhooks: dict[str, Any] = {}
+    for name, description in WEBHOOK_EVENTS:
+        webhooks[name] = {
+            "post": {
+                "summary": f"{name} (sent to the export's callback_url)",
+                "description": description,
+                "operationId": "webhook_" + name.replace(".", "_"),
+                "parameters": headers,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "allOf": [
+                                    {"$ref": "#/components/schemas/WebhookEvent"},
+                                    {"properties": {"type": {"const": name}}},
+                                ]
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "2XX": {"description": "Delivered: no more attempts."},
+                    "410": {"description": "Gone: the gateway stops retrying this event."},
+                    "default": {
+                        "description": "Anything else (or a timeout after 15 s, or no "
+                        "connection): retried on GATEWAY_WEBHOOK_RETRY_SCHEDULE."
+                    },
+                },
+            }
+        }
+    spec["webhooks"] = webhooks
+    return spec
 
 
 def install(app: FastAPI) -> None:
@@ -132,27 +157,23 @@ def install(app: FastAPI) -> None:
                 description=app.description,
                 routes=app.routes,
             )
-            app.openapi_schema = finish_openapi(spec)
+            app.openapi_schema = add_webhooks(finish_openapi(spec))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.mount(STATIC, StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
+    app.mount(STATIC, StaticFiles(directory=str(SWAGGER_UI_FILES)), name="swagger-ui")
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url="/docs/openapi.json",
+            openapi_url="/openapi.json",
             title=f"{app.title} - API docs",
             swagger_js_url=f"{STATIC}/swagger-ui-bundle.js",
             swagger_css_url=f"{STATIC}/swagger-ui.css",
-            swagger_favicon_url=f"{STATIC}/favicon-32x32.png",
+            swagger_favicon_url=f"{STATIC}/favicon.png",
             oauth2_redirect_url="/docs/oauth2-redirect",
         )
 
     @app.get("/docs/oauth2-redirect", include_in_schema=False)
     async def swagger_ui_redirect() -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
-
-    @app.get("/docs/openapi.json", include_in_schema=False)
-    async def openapi_3_0() -> JSONResponse:
-        return JSONResponse(as_openapi_3_0(app.openapi()))

@@ -1,5 +1,6 @@
 """Per-request context for the API: the request id (``X-Request-ID`` in and out) and one log
-line per request with its method, route path, status, duration and client id."""
+line per request with its method, route path, status, duration and client id; and the HTTP
+request metrics (requests by route template, method and status class; a duration histogram)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.platform import metrics
 from app.platform.logs import bound, log_context
 
 log = logging.getLogger("app.requests")
@@ -75,6 +77,8 @@ class RequestContextMiddleware:
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
+                seconds = time.perf_counter() - started
+                _count(scope, status, seconds)
                 if path not in ("/healthz", "/readyz", "/metrics") or status >= 500:
                     log.info(
                         "request",
@@ -82,7 +86,23 @@ class RequestContextMiddleware:
                             "method": scope.get("method"),
                             "path": path,
                             "status": status,
-                            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                            "duration_ms": round(seconds * 1000, 1),
                             "client_id": bound("client_id"),
                         },
                     )
+
+
+UNMATCHED = "<unmatched>"
+
+
+def _count(scope: Scope, status: int, seconds: float) -> None:
+    """HTTP request metrics by route *template* (``/v1/exports/{export_id}``, never the id
+    itself, so the series stay few), method and status class."""
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    if template is None:  # a mount (the docs' static files) grows root_path by its own path
+        mounted = scope.get("root_path", "").removeprefix(scope.get("app_root_path", ""))
+        template = f"{mounted}/{{path}}" if mounted else UNMATCHED
+    method = scope.get("method", "")
+    metrics.HTTP_REQUESTS.labels(template, method, f"{status // 100}xx").inc()
+    metrics.HTTP_DURATION.labels(template, method).observe(seconds)

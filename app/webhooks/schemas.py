@@ -16,6 +16,42 @@ from pydantic import BaseModel, Field
 
 from app.exports.schemas import UtcTime
 
+# Every event type the gateway sends, with what it means: the OpenAPI document's ``webhooks``
+# and the API reference follow this list (a new event type is one more entry).
+WEBHOOK_EVENTS: list[tuple[str, str]] = [
+    (
+        "export.completed",
+        "The export completed: `data.links` holds its CSV files (also served merged by "
+        "`GET /v1/exports/{id}/csv`) until `data.expires_at`.",
+    ),
+    (
+        "export.failed",
+        "The export failed: `data.error` says why (`upstream_unauthorized`, "
+        "`upstream_rejected`, `upstream_failed`, `upstream_timeout`, `upstream_unavailable`).",
+    ),
+    (
+        "export.expiring",
+        "The export's CSV files will be deleted at `data.expires_at` "
+        "(sent GATEWAY_EXPIRY_WARNING_SECONDS before, once).",
+    ),
+    (
+        "export.expired",
+        "The export's CSV files are gone: `data.status` is `expired` and `data.links` empty; "
+        "`POST /v1/exports/{id}/rerun` runs the same export again.",
+    ),
+]
+
+# The Standard Webhooks headers on every delivery.
+WEBHOOK_HEADERS: tuple[tuple[str, str], ...] = (
+    ("webhook-id", "The event's id: the same on every retry and redelivery of one event."),
+    ("webhook-timestamp", "Unix time (seconds) of this attempt; part of what is signed."),
+    (
+        "webhook-signature",
+        "`v1,` followed by the base64 HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}`, "
+        "keyed by the client's webhook secret (the bytes after `whsec_`, base64-decoded).",
+    ),
+)
+
 EventState = Literal["pending", "delivered", "gave_up"]
 Outcome = Literal["delivered", "failed", "gave_up"]
 MAX_RESPONSE_BODY_BYTES = 2048
@@ -57,12 +93,12 @@ class Attempt(BaseModel):
     duration_ms: int
     outcome: Outcome
     response_body: str | None = Field(
-        None, description="Extension: the first 2 KiB of the receiver's answer (UTF-8)."
+        None, description="The first 2 KiB of the receiver's answer (UTF-8)."
     )
 
 
 class EventView(BaseModel):
-    """Extension: where an event's delivery stands."""
+    """Where an event's delivery stands."""
 
     id: str = Field(description="The event's webhook-id.")
     type: str
@@ -89,4 +125,4 @@ class Deliveries(BaseModel):
     """Body of ``GET /v1/exports/{id}/deliveries``."""
 
     data: list[Attempt] = Field(description="Every delivery attempt, oldest first.")
-    events: list[EventView] = Field(description="Extension: the export's events, oldest first.")
+    events: list[EventView] = Field(description="The export's events, oldest first.")

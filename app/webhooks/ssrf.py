@@ -43,7 +43,7 @@ Decisions
   local-use NAT64 (``64:ff9b:1::/48``, site-specific mapping) are refused unless allowed.
 * ``localhost`` and names under ``.localhost``, ``.local`` or ``.internal`` get no special
   treatment: like every name they are judged by what they resolve to, the only thing that matters
-  (the contract's own example is ``billing.internal.example``).
+  (the API reference's own example is ``billing.internal.example``).
 * Refusal messages name the host and the kind of address, never the URL's path or query (which
   may carry a token) and never an address that a *name* resolved to (no internal DNS recon).
 * URLs with userinfo are refused, including an empty one (``http://@host``) and any ``@`` in the
@@ -454,7 +454,7 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
     trust_env=False)`` -- or simply ``guarded_client(policy)``. ``trust_env=False`` is essential:
     with it on, httpx mounts separate, unguarded transports for proxies named in the environment
     (``HTTP_PROXY``, ``ALL_PROXY``, ...) and requests would bypass this one. Redirects are the
-    caller's business (the contract never follows them); any hop that is followed is vetted anew.
+    caller's business (the gateway never follows them); any hop that is followed is vetted anew.
 
     Each connection resolves the host once through ``resolver``, refuses
     (``CallbackAddressRefused``, an ``httpx.ConnectError``) if any answer is forbidden, then

@@ -1,4 +1,4 @@
-"""Identical exports share one upstream task (CONTRACT.md, "The request"): concurrently, while
+"""Identical exports share one upstream task (docs/API.md, "the request"): concurrently, while
 running, and, with ``max_age_seconds``, after completion. Real API, worker, Redis and sandbox."""
 
 from __future__ import annotations

@@ -197,12 +197,16 @@ async def test_rerun_of_an_unfinished_export_is_409(gateway: Stack) -> None:
     assert response.json()["export_status"] in ("queued", "running")
 
 
-def cli(*args: str, url: str, key: str | None = KEYS["alice"]) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, url: str, key: str | None = KEYS["alice"], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     command = [str(CLI), "download", *args, "--url", url]
     if key:
-        command += ["--key", key]
+        command += ["--api-key", key]
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, env=env)
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=60, check=False, env=env, cwd=cwd
+    )
 
 
 async def test_cli_download_writes_the_same_bytes_as_the_csv_route(
@@ -246,7 +250,7 @@ async def test_cli_download_cut_short_exits_3_and_writes_nothing(
 
 
 def test_cli_download_without_a_key_is_a_usage_error(tmp_path: Path) -> None:
-    result = cli("exp_x", url="http://127.0.0.1:9", key=None)
+    result = cli("exp_x", url="http://127.0.0.1:9", key=None, cwd=tmp_path)  # no .gateway/ there
     assert result.returncode == 2
     assert "GATEWAY_API_KEY" in result.stderr
 

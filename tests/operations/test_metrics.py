@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 
 from app.platform.localredis import free_port
-from tests.support import metric, running_stack, wait_for
+from tests.support import Stack, metric, running_stack, wait_for
 
 QUERY = {"filter": "event_type==agreed", "fields": ["event_type"]}
 
@@ -93,3 +93,37 @@ async def test_upstream_errors_are_counted_by_status_code(
     labels = {"route": "/tasks/export/activity", "method": "POST", "status": "403"}
     assert metric(worker, "gateway_upstream_requests_total", **labels) == 1
     assert metric(worker, "gateway_exports_total", status="failed") == 1
+
+
+async def test_api_requests_are_counted_by_route_template_method_and_status_class(
+    stack: Stack,
+) -> None:
+    async with stack.client() as api:
+        made = (await api.post("/v1/exports", json={"filter": "event_type==signed"})).json()
+        assert (await api.get(f"/v1/exports/{made['id']}")).status_code == 200
+        assert (await api.get("/v1/exports/exp_doesnotexist0000000000")).status_code == 404
+        assert (await api.get("/no/such/route")).status_code == 404
+        text = (await api.get("/metrics")).text
+    one = "/v1/exports/{export_id}"
+    assert metric(text, "gateway_http_requests_total", route=one, method="GET", status="2xx") == 1
+    assert metric(text, "gateway_http_requests_total", route=one, method="GET", status="4xx") == 1
+    posted = metric(
+        text, "gateway_http_requests_total", route="/v1/exports", method="POST", status="2xx"
+    )
+    assert posted == 1
+    unmatched = metric(
+        text, "gateway_http_requests_total", route="<unmatched>", method="GET", status="4xx"
+    )
+    assert unmatched == 1
+    assert made["id"] not in text  # templates, never ids
+    timed = metric(text, "gateway_http_request_seconds_count", route=one, method="GET")
+    assert timed == 2
+    assert 'le="0.1"' in text
+
+
+async def test_no_metric_carries_a_created_series(stack: Stack) -> None:
+    async with stack.client() as api:
+        await api.post("/v1/exports", json={"filter": "event_type==viewed"})
+        text = (await api.get("/metrics")).text
+    assert "gateway_exports_total" in text
+    assert "_created" not in text

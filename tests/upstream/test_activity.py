@@ -1,4 +1,4 @@
-"""``GET /v1/activity`` (issue 3): one page of upstream ``/activity``, asked with
+"""``GET /v1/activity``: one page of upstream ``/activity``, asked with
 ``no_count=true&lean=true``, its filter checked by the gateway's grammar, handed back as
 upstream sent it; upstream's failures are 502/503 problems, never a 500."""
 

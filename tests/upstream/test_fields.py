@@ -1,4 +1,4 @@
-"""A site's export fields (``GET /v1/fields``) and field validation of exports (issue 3): cached
+"""A site's export fields (``GET /v1/fields``) and field validation of exports: cached
 from upstream ``/sites/:id/exportFields`` in Redis, served stale while one refresh runs, and an
 unknown field refused with 422 unless upstream cannot tell."""
 

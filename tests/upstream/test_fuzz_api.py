@@ -1,4 +1,4 @@
-"""Fuzzing the running API (issue 3): whatever filter or JSON body a caller sends, the gateway
+"""Fuzzing the running API: whatever filter or JSON body a caller sends, the gateway
 answers 2xx or 4xx, never 5xx. Real API, worker, Redis and sandbox; hypothesis generates."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Defensive parsing of upstream tasks and field lists (UPSTREAM.md, "be defensive")."""
+"""Defensive parsing of upstream tasks and field lists (upstream's answers vary)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Politeness across every worker process (issue 3): at most GATEWAY_UPSTREAM_MAX_ACTIVE_TASKS
+"""Politeness across every worker process: at most GATEWAY_UPSTREAM_MAX_ACTIVE_TASKS
 upstream tasks at once, first in first out, and at most GATEWAY_UPSTREAM_MAX_RPS requests in any
 one-second window, both counted by the sandbox upstream itself."""
 

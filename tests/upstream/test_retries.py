@@ -1,4 +1,4 @@
-"""Retries and failures against a misbehaving upstream (issue 3): transient faults are retried
+"""Retries and failures against a misbehaving upstream: transient faults are retried
 (Retry-After honoured, bounded in count and time) without a second upstream task; permanent ones
 fail the export at once with a clear code and a message that never holds the token."""
 
