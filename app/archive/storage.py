@@ -27,9 +27,11 @@ checked against a narrow alphabet: the callers derive them from the gateway's ow
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import re
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -40,6 +42,13 @@ from urllib.parse import unquote, urlsplit
 import obstore
 from obstore.exceptions import NotFoundError
 from obstore.store import LocalStore, S3Store
+
+# obstore's runtime threads may still release Python objects for a moment after the last
+# awaited call; a process that exits meanwhile aborts (SIGABRT, exit 134: 5 of 20 runs of a
+# script that read one object and exited at once). A 50 ms pause as the interpreter starts to
+# exit let 70 of 70 such runs exit cleanly; it costs every process that imports this 50 ms at
+# exit, nothing else.
+atexit.register(time.sleep, 0.05)
 
 # Parts of a multipart upload: S3's minimum part size (5 MiB, except the last part), and at
 # most this many parts in flight: memory is about part size x (in flight + 1) per upload.
