@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_UPSTREAM = "https://api.pactsafe.com/v1.1"
+MIN_API_KEY_LENGTH = 16
 
 
 def _split(value: object) -> object:
@@ -47,6 +48,10 @@ class Settings(BaseSettings):
     upstream_max_active_tasks: int = Field(4, ge=1)
     upstream_max_rps: float = Field(5, gt=0)
     ready_worker_seconds: float = Field(30, gt=0)
+    # Limits that protect every client (README, "Security and limits").
+    file_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    download_deadline_seconds: float = Field(600, gt=0)
+    client_max_downloads: int = Field(4, ge=1)
 
     # Extensions (documented in the README).
     upstream_timeout_seconds: float = Field(30.0, gt=0)
@@ -70,11 +75,14 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(5, gt=0)
     worker_metrics_port: int = Field(0, ge=0, le=65535)
     worker_shutdown_seconds: int = Field(25, ge=1)
+    # Set by ``export-gateway run`` only: allows the short keys of a laptop.
+    dev_runner: bool = False
 
     _split_lists = field_validator(
         "api_keys",
         "webhook_secrets",
         "webhook_allowed_networks",
+        "file_allowed_networks",
         "webhook_retry_schedule",
         mode="before",
     )(_split)
@@ -84,7 +92,12 @@ class Settings(BaseSettings):
         return self.upstream_token is None
 
     def api_key_digests(self) -> dict[str, str]:
-        """Map of sha256 hex digest of each API key -> client id."""
+        """Map of sha256 hex digest of each API key -> client id.
+
+        Refuses (``ValueError`` naming the setting and the client ids, never a key) settings
+        that would let one client act as another: a key given to two clients (they would
+        silently become one), and a plain key shorter than ``MIN_API_KEY_LENGTH`` characters
+        outside the dev runner (short enough to guess)."""
         digests: dict[str, str] = {}
         for pair in self.api_keys:
             client_id, sep, key = pair.partition(":")
@@ -93,7 +106,18 @@ class Settings(BaseSettings):
             if key.startswith("sha256:"):
                 digest = key.removeprefix("sha256:").lower()
             else:
+                if len(key) < MIN_API_KEY_LENGTH and not self.dev_runner:
+                    raise ValueError(
+                        f"GATEWAY_API_KEYS: the key of client {client_id!r} is shorter than "
+                        f"{MIN_API_KEY_LENGTH} characters; give it a longer random key"
+                    )
                 digest = hashlib.sha256(key.encode()).hexdigest()
+            other = digests.get(digest)
+            if other is not None and other != client_id:
+                raise ValueError(
+                    f"GATEWAY_API_KEYS: clients {other!r} and {client_id!r} have the same key; "
+                    "each client needs a key of its own"
+                )
             digests[digest] = client_id
         return digests
 

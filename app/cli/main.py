@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
             redis.start()
             env["GATEWAY_REDIS_URL"] = redis.url
             notes.append(f"private Redis on {redis.url} (data in {STATE_DIR / 'redis'})")
-        if not env.get("GATEWAY_UPSTREAM_TOKEN"):
+        base_sandbox = not env.get("GATEWAY_UPSTREAM_TOKEN")
+        if base_sandbox:
             port = free_port()
             token = secrets.token_urlsafe(24)
             sandbox = subprocess.Popen(
@@ -122,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
             )
             notes.append(f"webhook secret in {STATE_DIR / 'dev-webhook-secret'}")
         env.setdefault("GATEWAY_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
+        if base_sandbox:
+            env.setdefault("GATEWAY_FILE_ALLOWED_NETWORKS", "127.0.0.1/32")
+        env["GATEWAY_DEV_RUNNER"] = "true"
         api = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "app.main:app", "--host", args.host, "--port",
              str(args.port), "--no-access-log"],

@@ -8,16 +8,21 @@ first. That is what makes coalescing race-free across API processes.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from app.exports.schemas import ExportRecord, TaskRecord
-from app.platform import keys
+from app.platform import keys, metrics
+
+log = logging.getLogger(__name__)
+Record = TypeVar("Record", bound=BaseModel)
 
 
 def _dispatch_lua(waiting: str, active: str, max_active: str) -> str:
@@ -153,13 +158,18 @@ class ExportStore:
         if not task_ids:
             return []
         raws = await self.redis.mget([keys.task(t) for t in task_ids])
-        return [TaskRecord.model_validate_json(r) if r else None for r in raws]
+        return [
+            _each(TaskRecord, task_id, raw) for task_id, raw in zip(task_ids, raws, strict=True)
+        ]
 
     async def get_exports(self, export_ids: Sequence[str]) -> list[ExportRecord | None]:
         if not export_ids:
             return []
         raws = await self.redis.mget([keys.export(e) for e in export_ids])
-        return [ExportRecord.model_validate_json(r) if r else None for r in raws]
+        return [
+            _each(ExportRecord, export_id, raw)
+            for export_id, raw in zip(export_ids, raws, strict=True)
+        ]
 
     async def client_exports_before(
         self, client_id: str, before: tuple[int, str] | None, count: int
@@ -447,6 +457,24 @@ class ExportStore:
                 pipe.zrem(keys.UPSTREAM_ACTIVE, *ids)
                 pipe.zrem(keys.UPSTREAM_WAITING, *ids)
                 await pipe.execute()
+
+
+def _each(model: type[Record], record_id: str, raw: str | None) -> Record | None:
+    """One record of a batch read, or None when it is missing or cannot be read. Batch reads
+    serve loops over many records (a task's followers, a page, the sweep): one record that
+    cannot be read (stored by an older version, damaged) is logged, counted and skipped
+    instead of failing the read of every other."""
+    if not raw:
+        return None
+    try:
+        return model.model_validate_json(raw)
+    except (ValidationError, ValueError, RecursionError) as exc:
+        log.error(
+            "unreadable record skipped",
+            extra={"record": model.__name__, "record_id": record_id, "error": type(exc).__name__},
+        )
+        metrics.ISOLATED_FAILURES.labels(f"read_{model.__name__}").inc()
+        return None
 
 
 def _ms(moment: datetime) -> int:
