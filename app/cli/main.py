@@ -179,6 +179,7 @@ def download(args: argparse.Namespace) -> int:
         url=args.url or os.environ.get("GATEWAY_URL") or DEFAULT_URL,
         key=args.key or os.environ.get("GATEWAY_API_KEY"),
         quiet=args.quiet,
+        escape_formulas=args.escape_formulas,
     )
 
 
@@ -223,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     download_cmd.add_argument("--key", help="an API key (default: $GATEWAY_API_KEY)")
     download_cmd.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    download_cmd.add_argument(
+        "--escape-formulas",
+        action="store_true",
+        help="prefix cells that a spreadsheet would run as a formula (=, +, -, @, tab, CR) "
+        "with ' (for files opened in a spreadsheet)",
+    )
     download_cmd.set_defaults(handler=download)
 
     cli_client.register(commands)

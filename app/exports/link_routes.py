@@ -3,14 +3,18 @@
 ``GET /v1/exports/{id}/csv`` answers with ``CsvResponse``, a streaming response that, when the
 stream breaks after the answer has started, leaves the chunked body unterminated: the server
 then drops the connection and the client sees an error, not a clean end of a truncated file.
+The download's deadline bounds the sending side too: a caller that stops reading is cut off
+then, and its download lease and file connection are given back.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response, status
+import anyio
+from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -36,20 +40,26 @@ class CsvResponse(StreamingResponse):
             },
         )
         self.download = download
+        self.deadline_seconds = download.fetcher.deadline_seconds
 
     async def stream_response(self, send: Send) -> None:
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
         sent = 0
+        error = f"the download passed its deadline of {self.deadline_seconds:g} s"
         try:
-            async for chunk in self.body_iterator:
-                sent += len(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            with anyio.move_on_after(self.download.deadline - time.monotonic()):
+                async for chunk in self.body_iterator:
+                    sent += len(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                error = ""
         except CsvStreamError as exc:
+            error = str(exc)
+        if error:
             log.error(
                 "csv download aborted",
-                extra={"export_id": self.download.export.id, "error": str(exc), "bytes": sent},
+                extra={"export_id": self.download.export.id, "error": error, "bytes": sent},
             )
             return  # the body stays unfinished: the server closes the connection
         await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -58,6 +68,9 @@ class CsvResponse(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:  # a body cut off mid-way: close its file now
+                await aclose()
             await self.download.aclose()
 
 
@@ -74,7 +87,17 @@ _CSV_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "The CSV files have expired; the problem names the rerun route",
         "model": Problem,
     },
-    502: {"description": "The file host refused the first file", "model": Problem},
+    429: {
+        "description": "The client already has its maximum of downloads open; retry after "
+        "`Retry-After` seconds",
+        "model": Problem,
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
+    502: {
+        "description": "The file host refused the first file, or its link is not one the "
+        "gateway fetches",
+        "model": Problem,
+    },
 }
 
 
@@ -85,8 +108,20 @@ _CSV_RESPONSES: dict[int | str, dict[str, Any]] = {
     response_class=CsvResponse,
     responses=_CSV_RESPONSES,
 )
-async def download_csv(export_id: str, client_id: ClientId, csv: CsvDep) -> Response:
-    return CsvResponse(await csv.open(client_id, export_id))
+async def download_csv(
+    export_id: str,
+    client_id: ClientId,
+    csv: CsvDep,
+    escape_formulas: Annotated[
+        bool,
+        Query(
+            description="Prefix with `'` every cell beginning with `=`, `+`, `-`, `@`, a tab "
+            "or a carriage return (for files opened in a spreadsheet); otherwise the files' "
+            "bytes are passed on unchanged."
+        ),
+    ] = False,
+) -> Response:
+    return CsvResponse(await csv.open(client_id, export_id, escape_formulas=escape_formulas))
 
 
 @router.post(

@@ -17,6 +17,8 @@ All keys start with ``gw:`` so that an operator can tell them from arq's own ``a
     gw:fields:{site_id}:lock       STR    held by the one process fetching a site's fields
     gw:idem:{client_id}:{digest}   JSON   an Idempotency-Key's stored answer
     gw:ratelimit:{client_id}       ZSET   the client's recent POST /v1/exports (sliding window)
+    gw:downloads:{client_id}       ZSET   the client's open /csv downloads, scored by when
+                                          each lease lapses (ms)
     gw:event:{event_id}            JSON   one webhook event and its delivery state
     gw:export:{export_id}:events   LIST   event ids of an export, oldest first
     gw:export:{export_id}:attempts LIST   JSON delivery attempts of an export, oldest first
@@ -84,6 +86,10 @@ def idempotency(client_id: str, digest: str) -> str:
 
 def client_rate_window(client_id: str) -> str:
     return f"{PREFIX}ratelimit:{client_id}"
+
+
+def client_downloads(client_id: str) -> str:
+    return f"{PREFIX}downloads:{client_id}"
 
 
 def event(event_id: str) -> str:

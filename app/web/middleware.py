@@ -1,9 +1,15 @@
-"""Per-request context for the API: the request id (``X-Request-ID`` in and out) and one log
-line per request with its method, route path, status, duration and client id."""
+"""Per-request context for the API: the request id (``X-Request-ID`` in and out), one log
+line per request with its method, route path, status, duration and client id, and the
+catch-all: any exception nothing else handled becomes a problem+json 500 carrying the request
+id, logged once with it (so every answer, 5xx included, is problem+json with ``X-Request-ID``).
+
+A request the client abandoned before any answer started is logged with status 499 (the
+convention of nginx), not as a server error."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import re
@@ -12,9 +18,11 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.platform.errors import PROBLEM_JSON, GatewayError
 from app.platform.logs import bound, log_context
 
 log = logging.getLogger("app.requests")
+CLIENT_CLOSED_REQUEST = 499
 
 REQUEST_ID_HEADER = "x-request-id"
 # A caller's id is echoed only when it is short and plain; otherwise a fresh one is made.
@@ -57,13 +65,15 @@ class RequestContextMiddleware:
                 given = value.decode("latin-1")
                 break
         request_id = given if _ACCEPTABLE_ID.match(given) else new_request_id()
-        status = 500
+        status = CLIENT_CLOSED_REQUEST  # until an answer starts
+        answered = False
         started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
                 status = message["status"]
+                answered = True
                 headers = list(message.get("headers", []))
                 headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
                 message = {**message, "headers": headers}
@@ -74,6 +84,12 @@ class RequestContextMiddleware:
         with log_context(request_id=request_id, export_id=found.group(1) if found else None):
             try:
                 await self.app(scope, receive, send_with_id)
+            except Exception as exc:
+                status = 500
+                log.exception("unhandled error", extra={"error": type(exc).__name__})
+                if not answered:
+                    await _internal_error(scope, send_with_id)
+                # else the answer is cut short: the server drops the connection
             finally:
                 if path not in ("/healthz", "/readyz", "/metrics") or status >= 500:
                     log.info(
@@ -86,3 +102,14 @@ class RequestContextMiddleware:
                             "client_id": bound("client_id"),
                         },
                     )
+
+
+async def _internal_error(scope: Scope, send: Send) -> None:
+    error = GatewayError("the gateway failed to handle this request; it has been logged")
+    payload = json.dumps(error.problem(instance=scope.get("path"))).encode()
+    headers = [
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 500, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})

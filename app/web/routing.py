@@ -179,13 +179,12 @@ async def json_body(request: Request, model: type[Model]) -> Model:
         raise HTTPException(400, "There was an error parsing the body") from exc
     invalid = invalid_text_at(data)
     if invalid is not None:
-        error = {
+        unicode_error: dict[str, Any] = {
             "type": "string_unicode",
             "loc": ("body", *invalid),
             "msg": "is not valid Unicode text (it holds a lone surrogate)",
-            "input": None,
         }
-        raise RequestValidationError([error])
+        raise RequestValidationError([unicode_error])
     try:
         return model.model_validate(data, from_attributes=True)
     except ValidationError as exc:
