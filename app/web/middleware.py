@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.platform.errors import PROBLEM_JSON, GatewayError
 from app.platform.logs import bound, log_context
+from app.web.serverlimits import MAX_HEADER_BYTES, HeadersTooLarge
 
 log = logging.getLogger("app.requests")
 CLIENT_CLOSED_REQUEST = 499
@@ -60,10 +61,11 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         given = ""
+        header_bytes = 0
         for name, value in scope["headers"]:
-            if name == REQUEST_ID_HEADER.encode():
+            header_bytes += len(name) + len(value) + 4  # as sent: "name: value\r\n"
+            if name == b"x-request-id":
                 given = value.decode("latin-1")
-                break
         request_id = given if _ACCEPTABLE_ID.match(given) else new_request_id()
         status = CLIENT_CLOSED_REQUEST  # until an answer starts
         answered = False
@@ -81,9 +83,10 @@ class RequestContextMiddleware:
 
         path = scope.get("path", "")
         found = _EXPORT_PATH.match(path)
+        app = self.app if header_bytes <= MAX_HEADER_BYTES else _headers_too_large
         with log_context(request_id=request_id, export_id=found.group(1) if found else None):
             try:
-                await self.app(scope, receive, send_with_id)
+                await app(scope, receive, send_with_id)
             except Exception as exc:
                 status = 500
                 log.exception("unhandled error", extra={"error": type(exc).__name__})
@@ -106,10 +109,23 @@ class RequestContextMiddleware:
 
 async def _internal_error(scope: Scope, send: Send) -> None:
     error = GatewayError("the gateway failed to handle this request; it has been logged")
+    await _send_problem(error, scope, send)
+
+
+async def _headers_too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    # The connection's own guard (app.web.serverlimits) stops header floods as they arrive;
+    # this is the exact limit on what did arrive in one go.
+    detail = f"request headers may be at most {MAX_HEADER_BYTES} bytes"
+    await _send_problem(HeadersTooLarge(detail), scope, send, close=True)
+
+
+async def _send_problem(error: GatewayError, scope: Scope, send: Send, close: bool = False) -> None:
     payload = json.dumps(error.problem(instance=scope.get("path"))).encode()
     headers = [
         (b"content-type", PROBLEM_JSON.encode()),
         (b"content-length", str(len(payload)).encode()),
     ]
-    await send({"type": "http.response.start", "status": 500, "headers": headers})
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
