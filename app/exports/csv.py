@@ -31,6 +31,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import anyio
 import httpx
 
 from app.exports.files import CsvStreamError as CsvStreamError
@@ -254,11 +255,14 @@ class CsvDownload:
             await self.aclose()
 
     async def aclose(self) -> None:
-        first, self.first = self.first, None
-        if first is not None:
-            await first.aclose()
-        if self.lease is not None:
-            await self.lease.release()
+        # Shielded: this also runs when the download was cut off by its deadline (a cancelled
+        # scope), and the lease must be given back all the same.
+        with anyio.CancelScope(shield=True):
+            first, self.first = self.first, None
+            if first is not None:
+                await first.aclose()
+            if self.lease is not None:
+                await self.lease.release()
 
 
 class CsvService:

@@ -65,7 +65,11 @@ class FileFetcher:
             # The guard's refusal carries a reason fit to show (the host and the kind of
             # address, never a path or query); other errors only their kind.
             reason = getattr(exc, "reason", None)
-            message += f"({reason})" if isinstance(reason, str) else f"({type(exc).__name__})"
+            if isinstance(reason, str):
+                message += f"({reason})"
+                error = CsvStreamError(message) if mid_stream else UpstreamFailure(message)
+                raise error from None
+            message += f"({type(exc).__name__})"
             raise self._failure(message, mid_stream) from None
         message = ""
         encoding = response.headers.get("content-encoding", "").strip().lower()

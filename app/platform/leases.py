@@ -45,8 +45,8 @@ class Lease:
 
     async def release(self) -> None:
         if not self.released:
-            self.released = True
             await self.redis.zrem(self.key, self.token)
+            self.released = True
 
 
 class ClientLeases:
