@@ -158,16 +158,20 @@ def install(app: FastAPI) -> None:
         return render(error, request)
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
 def _allowed_methods(request: Request) -> str:
     """Every method some route of the app answers on this path (Starlette's own 405 names
     only the first route that matched the path, though several may share it)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "\x00"})
-        if match is Match.PARTIAL:
-            methods.update(getattr(route, "methods", None) or ())
-    if "GET" in methods:
-        methods.add("HEAD")
+    methods = {
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    }
     return ", ".join(sorted(methods))
 
 
