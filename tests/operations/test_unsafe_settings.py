@@ -62,5 +62,5 @@ def test_the_api_refuses_to_start_with_a_shared_or_short_key_and_never_shows_it(
 
 
 def test_the_dev_runner_may_use_a_short_key() -> None:
-    settings = Settings(_env_file=None, api_keys=[f"dev:{SHORT}"], dev_runner=True)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, api_keys=[f"dev:{SHORT}"], dev_runner=True)
     assert list(settings.api_key_digests().values()) == ["dev"]
