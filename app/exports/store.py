@@ -43,6 +43,34 @@ end
 _DISPATCH = _dispatch_lua("KEYS[1]", "KEYS[2]", "ARGV[1]") + "return started\n"
 
 
+# Fair queueing between clients: a new task waits under a score that is its creation time,
+# but never less than the score of the creating client's previous task plus FAIR_SPACING_MS
+# (the client's "queue clock", gw:client:{id}:queue). One client's burst of new queries is
+# thereby spread out in the queue and another client's task goes in among them, instead of
+# waiting behind all of them; a client's own tasks keep their order (still first in, first
+# out for each client).
+FAIR_SPACING_MS = 1000
+
+
+def _fair_score_lua(clock: str, created: str, spacing: str) -> str:
+    return f"""
+local score = tonumber({created})
+local last = tonumber(redis.call('GET', {clock}) or '0')
+if last + tonumber({spacing}) > score then score = last + tonumber({spacing}) end
+redis.call('SET', {clock}, score, 'PX', math.max(1000, score - tonumber({created}) + 60000))
+"""
+
+
+# The WATCH/MULTI path's new task, moved to its fair place (if it is still waiting).
+_FAIR_REQUEUE = (
+    _fair_score_lua("KEYS[2]", "ARGV[2]", "ARGV[3]")
+    + """
+redis.call('ZADD', KEYS[1], 'XX', score, ARGV[1])
+return score
+"""
+)
+
+
 # An export and the task serving it in one round trip (a status read is the hottest path).
 # The task key is built from the prefix passed in ARGV[1] (app.platform.keys.task("")).
 _EXPORT_WITH_TASK = """
@@ -81,8 +109,10 @@ end
 local ttl = ARGV[1]
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ttl)
 redis.call('SET', KEYS[3], ARGV[3], 'EX', ttl)
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2])
-redis.call('ZADD', KEYS[5], ARGV[4], ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2])"""
+    + _fair_score_lua("KEYS[10]", "ARGV[4]", "ARGV[9]")
+    + """
+redis.call('ZADD', KEYS[5], score, ARGV[2])
 redis.call('SET', KEYS[6], ARGV[5], 'EX', ttl)
 redis.call('ZADD', KEYS[7], ARGV[6], ARGV[7])
 redis.call('SADD', KEYS[8], ARGV[7])
@@ -130,6 +160,7 @@ class ExportStore:
         self._export_with_task = redis.register_script(_EXPORT_WITH_TASK)
         self._submit_new = redis.register_script(_SUBMIT_NEW)
         self._replace_if_unchanged = redis.register_script(_REPLACE_IF_UNCHANGED)
+        self._fair_requeue = redis.register_script(_FAIR_REQUEUE)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -235,6 +266,7 @@ class ExportStore:
                 keys.client_exports(record.client_id),
                 keys.task_exports(new_task.id),
                 keys.UPSTREAM_ACTIVE,
+                keys.client_queue(record.client_id),
             ],
             args=[
                 self._ttl,
@@ -245,6 +277,7 @@ class ExportStore:
                 _ms(record.created_at),
                 record.id,
                 "" if max_active is None else max_active,
+                FAIR_SPACING_MS,
             ],
         )
         if isinstance(created, list):
@@ -273,6 +306,11 @@ class ExportStore:
             return Submitted(record, new_task, new_task=True)
 
         result: Submitted = await self.redis.transaction(attempt, value_from_callable=True)
+        if result.new_task:
+            await self._fair_requeue(
+                keys=[keys.UPSTREAM_WAITING, keys.client_queue(record.client_id)],
+                args=[new_task.id, _ms(new_task.created_at), FAIR_SPACING_MS],
+            )
         return result
 
     def _queue_new_task(self, pipe: Pipeline, task: TaskRecord, inflight_key: str) -> None:
