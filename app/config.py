@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     file_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
     download_deadline_seconds: float = Field(600, gt=0)
     client_max_downloads: int = Field(4, ge=1)
+    client_max_deliveries: int = Field(10, ge=1)
 
     # Extensions (documented in the README).
     upstream_timeout_seconds: float = Field(30.0, gt=0)

@@ -20,6 +20,8 @@ All keys start with ``gw:`` so that an operator can tell them from arq's own ``a
     gw:ratelimit:{client_id}       ZSET   the client's recent POST /v1/exports (sliding window)
     gw:client:{client_id}:queue    STR    the score of the client's newest waiting task (fair
                                           queueing between clients for upstream slots)
+    gw:deliveries:{client_id}      ZSET   the client's webhook deliveries in flight, scored by
+                                          when each lease lapses (ms)
     gw:downloads:{client_id}       ZSET   the client's open /csv downloads, scored by when
                                           each lease lapses (ms)
     gw:event:{event_id}            JSON   one webhook event and its delivery state
@@ -93,6 +95,10 @@ def client_rate_window(client_id: str) -> str:
 
 def client_queue(client_id: str) -> str:
     return f"{PREFIX}client:{client_id}:queue"
+
+
+def client_deliveries(client_id: str) -> str:
+    return f"{PREFIX}deliveries:{client_id}"
 
 
 def client_downloads(client_id: str) -> str:

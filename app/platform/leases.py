@@ -66,6 +66,12 @@ class ClientLeases:
         self.retry_cap_seconds = retry_cap_seconds
         self._take = redis.register_script(_TAKE)
 
+    async def try_take(self, key: str) -> Lease | None:
+        """A lease under ``key`` (one client's set), or None when the client has ``limit``."""
+        token = secrets.token_hex(8)
+        wait_ms = int(await self._take(keys=[key], args=[self.limit, self.lease_ms, token]))
+        return None if wait_ms > 0 else Lease(self.redis, key, token)
+
     async def take(self, key: str) -> Lease:
         """A lease under ``key`` (one client's set), or 429 when the client has ``limit``."""
         token = secrets.token_hex(8)

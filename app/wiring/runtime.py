@@ -28,6 +28,7 @@ from app.upstream.catalog import FieldCatalog
 from app.upstream.client import UpstreamClient
 from app.upstream.pacing import RequestPacer
 from app.upstream.transport import ShardedTransport
+from app.webhooks.delivery import DELIVERY_TIMEOUT_SECONDS
 from app.webhooks.service import WebhookService
 from app.webhooks.signing import WebhookSigner
 from app.webhooks.ssrf import CallbackPolicy, guarded_client, guarded_file_client
@@ -103,6 +104,13 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         policy=policy,
         client=guarded_client(policy),
         retry_schedule=settings.webhook_retry_schedule,
+        in_flight=ClientLeases(
+            redis,
+            limit=settings.client_max_deliveries,
+            # a lease outlives its delivery (15 s at most) only if the worker died first
+            lease_seconds=DELIVERY_TIMEOUT_SECONDS + 15,
+            what="webhook deliveries",
+        ),
     )
     notifier: Notifier | None = webhooks
     lifecycle = TaskLifecycle(
