@@ -31,13 +31,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import httpx
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from app.exports.lifecycle import EventType
 from app.exports.schemas import Export, ExportRecord, UtcTime
 from app.exports.service import EXPORT_ID
 from app.exports.store import ExportStore
-from app.platform import keys
+from app.platform import keys, metrics
 from app.platform.clock import utcnow
 from app.platform.errors import Conflict, NotFound, invalid
 from app.platform.jobs import JobQueue
@@ -382,7 +382,12 @@ class WebhookService:
         now = utcnow()
         repaired = 0
         for event_id in await self.store.due_event_ids(now - timedelta(seconds=grace_seconds)):
-            event = await self.store.get_event(event_id)
+            try:
+                event = await self.store.get_event(event_id)
+            except (ValidationError, ValueError):  # one unreadable event stops no other's repair
+                log.exception("webhook event unreadable", extra={"event_id": event_id})
+                metrics.ISOLATED_FAILURES.labels("read_Event").inc()
+                continue
             if event is None or event.state != "pending" or event.next_job_key is None:
                 continue
             if await self.queue.is_scheduled(event.next_job_key):
