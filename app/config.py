@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_UPSTREAM = "https://api.pactsafe.com/v1.1"
+MIN_API_KEY_LENGTH = 16
 
 
 def _split(value: object) -> object:
@@ -47,6 +48,11 @@ class Settings(BaseSettings):
     upstream_max_active_tasks: int = Field(4, ge=1)
     upstream_max_rps: float = Field(5, gt=0)
     ready_worker_seconds: float = Field(30, gt=0)
+    # Limits that protect every client (README, "Security and limits").
+    file_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    download_deadline_seconds: float = Field(600, gt=0)
+    client_max_downloads: int = Field(4, ge=1)
+    client_max_deliveries: int = Field(10, ge=1)
 
     # Tuning and operations.
     upstream_timeout_seconds: float = Field(30.0, gt=0)
@@ -88,11 +94,15 @@ class Settings(BaseSettings):
     console_session_seconds: float = Field(28_800, gt=0)
     console_signin_per_minute: int = Field(10, ge=0)
 
+    # Set by ``export-gateway run`` only: allows the short keys of a laptop.
+    dev_runner: bool = False
+
     _split_lists = field_validator(
         "api_keys",
         "admin_keys",
         "webhook_secrets",
         "webhook_allowed_networks",
+        "file_allowed_networks",
         "webhook_retry_schedule",
         mode="before",
     )(_split)
@@ -102,15 +112,21 @@ class Settings(BaseSettings):
         return self.upstream_token is None
 
     def api_key_digests(self) -> dict[str, str]:
-        """Map of sha256 hex digest of each API key -> client id."""
-        return _key_digests(self.api_keys, "GATEWAY_API_KEYS", "client_id:key")
+        """Map of sha256 hex digest of each API key -> client id.
+
+        Refuses (``ValueError`` naming the setting and the client ids, never a key) settings
+        that would let one client act as another: a key given to two clients (they would
+        silently become one), and a plain key shorter than ``MIN_API_KEY_LENGTH`` characters
+        outside the dev runner (short enough to guess)."""
+        return _key_digests(self.api_keys, "GATEWAY_API_KEYS", "client_id:key", self.dev_runner)
 
     def admin_key_digests(self) -> dict[str, str]:
-        """Map of sha256 hex digest of each operator console admin key -> the admin's name."""
-        return _key_digests(self.admin_keys, "GATEWAY_ADMIN_KEYS", "name:key")
+        """Map of sha256 hex digest of each operator console admin key -> the admin's name
+        (the same rules as ``api_key_digests``)."""
+        return _key_digests(self.admin_keys, "GATEWAY_ADMIN_KEYS", "name:key", self.dev_runner)
 
 
-def _key_digests(pairs: list[str], setting: str, shape: str) -> dict[str, str]:
+def _key_digests(pairs: list[str], setting: str, shape: str, dev_runner: bool) -> dict[str, str]:
     """``owner:key`` or ``owner:sha256:<hex>`` pairs -> {sha256 hex digest: owner}."""
     digests: dict[str, str] = {}
     for pair in pairs:
@@ -120,7 +136,17 @@ def _key_digests(pairs: list[str], setting: str, shape: str) -> dict[str, str]:
         if key.startswith("sha256:"):
             digest = key.removeprefix("sha256:").lower()
         else:
+            if len(key) < MIN_API_KEY_LENGTH and not dev_runner:
+                raise ValueError(
+                    f"{setting}: the key of {owner!r} is shorter than "
+                    f"{MIN_API_KEY_LENGTH} characters; give it a longer random key"
+                )
             digest = hashlib.sha256(key.encode()).hexdigest()
+        other = digests.get(digest)
+        if other is not None and other != owner:
+            raise ValueError(
+                f"{setting}: {other!r} and {owner!r} have the same key; each needs a key of its own"
+            )
         digests[digest] = owner
     return digests
 

@@ -20,7 +20,7 @@ from app.platform.gc_tuning import tune_gc
 from app.platform.logs import configure_for
 from app.platform.queue import ArqJobQueue
 from app.upstream.routes import router as upstream_router
-from app.web import docs, problems
+from app.web import docs, problems, serverlimits
 from app.web.auth import ApiKeys
 from app.web.health import router as health_router
 from app.web.middleware import RequestContextMiddleware
@@ -32,10 +32,11 @@ from app.wiring.runtime import build_runtime
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
+    app.state.api_keys = ApiKeys(settings.api_key_digests())  # unsafe keys stop start-up here
+    serverlimits.install(app)  # header size, header timeout, open connections
     queue = await ArqJobQueue.connect(settings)
     runtime = build_runtime(settings, queue)
     app.state.runtime = runtime
-    app.state.api_keys = ApiKeys(settings.api_key_digests())
     # Logged in the background: a store that does not answer must not hold up start-up.
     archive_report = asyncio.create_task(runtime.archive.report_readiness())
     tune_gc()

@@ -122,6 +122,7 @@ def gateway_env(redis_url: str, upstream_url: str, **overrides: str) -> dict[str
         "GATEWAY_API_KEYS": f"{CLIENT_ID}:{API_KEY}",
         "GATEWAY_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "GATEWAY_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
+        "GATEWAY_FILE_ALLOWED_NETWORKS": "127.0.0.1/32",
         "GATEWAY_LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
         **{k.upper() if k.startswith("GATEWAY_") else k: v for k, v in overrides.items()},

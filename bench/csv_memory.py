@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             "GATEWAY_UPSTREAM_BASE_URL": f"http://127.0.0.1:{sandbox_port}/v1.1",
             "GATEWAY_UPSTREAM_TOKEN": TOKEN,
             "GATEWAY_API_KEYS": f"bench:{API_KEY}",
+            "GATEWAY_FILE_ALLOWED_NETWORKS": "127.0.0.1/32",  # the sandbox's links
             "GATEWAY_POLL_INITIAL_SECONDS": "0.2",
             "GATEWAY_POLL_MAX_SECONDS": "0.5",
             "GATEWAY_QUEUE_POLL_SECONDS": "0.05",

@@ -98,6 +98,7 @@ class Stack:
             "GATEWAY_UPSTREAM_MAX_ACTIVE_TASKS": "50",
             "GATEWAY_WEBHOOK_RETRY_SCHEDULE": "0.3,0.6,1",
             "GATEWAY_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
+            "GATEWAY_FILE_ALLOWED_NETWORKS": "127.0.0.1/32",  # the sandbox's CSV links
             "GATEWAY_READY_WORKER_SECONDS": "2",
             "PYTHONUNBUFFERED": "1",
             **self.env,

@@ -11,10 +11,11 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from arq import Retry
 from redis.exceptions import RedisError
 
 from app.platform import metrics
-from app.webhooks.service import parse_delivery_subject
+from app.webhooks.service import DeliveryDeferred, parse_delivery_subject
 from app.wiring.runtime import Runtime
 
 Ctx = dict[str, Any]
@@ -66,7 +67,10 @@ async def verify_archive(ctx: Ctx, task_id: str) -> None:
 
 
 async def deliver_event(ctx: Ctx, subject: str) -> None:
-    await _runtime(ctx).webhooks.deliver(*parse_delivery_subject(subject))
+    try:
+        await _runtime(ctx).webhooks.deliver(*parse_delivery_subject(subject))
+    except DeliveryDeferred as exc:  # the client's cap of deliveries in flight: later
+        raise Retry(defer=exc.seconds) from None
 
 
 FUNCTIONS = [

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 
+import anyio
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -24,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 from app.archive.service import ArchivedCsv
 from app.archive.storage import StorageError
 from app.platform.errors import RangeNotSatisfiable
+from app.platform.leases import Lease
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,10 @@ def _unsatisfiable(size: int) -> RangeNotSatisfiable:
 class ArchivedCsvResponse(Response):
     media_type = "text/csv; charset=utf-8"
 
-    def __init__(self, copy: ArchivedCsv, request_headers: Headers) -> None:
+    def __init__(
+        self, copy: ArchivedCsv, request_headers: Headers, lease: Lease | None = None
+    ) -> None:
+        self.lease = lease  # one of the client's download places, given back when done
         etag = f'"{copy.sha256}"'
         headers = {
             "Content-Disposition": f'attachment; filename="{copy.filename}"',
@@ -92,6 +97,14 @@ class ArchivedCsvResponse(Response):
             self.headers["Content-Length"] = str(end - start)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._send(scope, send)
+        finally:
+            if self.lease is not None:
+                with anyio.CancelScope(shield=True):
+                    await self.lease.release()
+
+    async def _send(self, scope: Scope, send: Send) -> None:
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
@@ -121,5 +134,7 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return etag in tags or "*" in tags
 
 
-def archived_csv_response(copy: ArchivedCsv, request_headers: Headers) -> Response:
-    return ArchivedCsvResponse(copy, request_headers)
+def archived_csv_response(
+    copy: ArchivedCsv, request_headers: Headers, lease: Lease | None = None
+) -> Response:
+    return ArchivedCsvResponse(copy, request_headers, lease)

@@ -34,13 +34,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 
-import httpx
-
 from app.archive.schemas import Verification
 from app.archive.storage import StorageError
 from app.archive.store import ArchivedCopies, object_name
 from app.config import Settings
 from app.exports.csv import CsvDownload, CsvStreamError, csv_filename
+from app.exports.files import FileFetcher
 from app.exports.lifecycle import TaskLifecycle
 from app.exports.schemas import Export, TaskArchive, TaskRecord
 from app.exports.service import ExportService
@@ -147,7 +146,7 @@ class ArchiveService:
         exports: ExportService,
         lifecycle: TaskLifecycle,
         queue: JobQueue,
-        http: httpx.AsyncClient,
+        fetcher: FileFetcher,
         copies: ArchivedCopies | None,
     ) -> None:
         self.settings = settings
@@ -155,7 +154,7 @@ class ArchiveService:
         self.exports = exports
         self.lifecycle = lifecycle
         self.queue = queue
-        self.http = http
+        self.fetcher = fetcher
         self.copies = copies
         self.verifier = ArchiveVerifier(store=store, copies=copies) if copies else None
         self._ready: tuple[float, str | None] | None = None
@@ -183,7 +182,14 @@ class ArchiveService:
         if export is None:
             await self._give_up(task, "no export follows the task any more")
             return
-        download = CsvDownload(export, csv_filename(export), self.http, None, list(task.links))
+        download = CsvDownload(
+            export,
+            csv_filename(export),
+            self.fetcher,
+            None,
+            list(task.links),
+            deadline=self.fetcher.deadline(),
+        )
         rows = RowCounter()
         started = time.monotonic()
         log.info("archive copy started", extra={"task_id": task.id, "files": len(task.links)})

@@ -95,7 +95,15 @@ def _target(output: str | None, response: httpx.Response, export_id: str) -> str
     return match.group(1) if match else f"{export_id}.csv"
 
 
-def download_csv(*, export_id: str, output: str | None, url: str, key: str, quiet: bool) -> int:
+def download_csv(
+    *,
+    export_id: str,
+    output: str | None,
+    url: str,
+    key: str | None,
+    quiet: bool,
+    escape_formulas: bool = False,
+) -> int:
     err = sys.stderr
     progress = Progress(err, enabled=not quiet)
     temp: Path | None = None
@@ -105,7 +113,11 @@ def download_csv(*, export_id: str, output: str | None, url: str, key: str, quie
             httpx.Client(
                 base_url=url, headers=headers, timeout=httpx.Timeout(60.0, connect=10.0)
             ) as client,
-            client.stream("GET", f"/v1/exports/{export_id}/csv") as response,
+            client.stream(
+                "GET",
+                f"/v1/exports/{export_id}/csv",
+                params={"escape_formulas": "true"} if escape_formulas else None,
+            ) as response,
         ):
             if response.status_code != 200:
                 response.read()

@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
             redis.start()
             env["GATEWAY_REDIS_URL"] = redis.url
             notes.append(f"private Redis on {redis.url} (data in {STATE_DIR / 'redis'})")
-        if not env.get("GATEWAY_UPSTREAM_TOKEN"):
+        base_sandbox = not env.get("GATEWAY_UPSTREAM_TOKEN")
+        if base_sandbox:
             port = free_port()
             token = secrets.token_urlsafe(24)
             sandbox = subprocess.Popen(
@@ -137,6 +138,9 @@ def run(args: argparse.Namespace) -> int:
             archive = (STATE_DIR / "archive").resolve()
             env["GATEWAY_ARCHIVE_URL"] = archive.as_uri()
             notes.append(f"archive in {archive}")
+        if base_sandbox:
+            env.setdefault("GATEWAY_FILE_ALLOWED_NETWORKS", "127.0.0.1/32")
+        env["GATEWAY_DEV_RUNNER"] = "true"
         api = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "app.main:app", "--host", args.host, "--port",
              str(args.port), "--no-access-log"],
@@ -192,6 +196,7 @@ def download(args: argparse.Namespace) -> int:
         url=cli_client.base_url(args),
         key=cli_client.api_key(args),
         quiet=args.quiet,
+        escape_formulas=args.escape_formulas,
     )
 
 
@@ -286,6 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     download_cmd.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     cli_client.add_connection(download_cmd)
+    download_cmd.add_argument(
+        "--escape-formulas",
+        action="store_true",
+        help="prefix cells that a spreadsheet would run as a formula (=, +, -, @, tab, CR) "
+        "with ' (for files opened in a spreadsheet)",
+    )
     download_cmd.set_defaults(handler=download)
 
     cli_client.register(commands)

@@ -16,31 +16,36 @@ cut off or refused, a header that differs, a file ending inside a quoted value) 
 ``CsvStreamError``: the route then drops the connection instead of finishing the response, so a
 caller never takes a truncated file for a complete one.
 
-Links are pre-signed URLs: they are fetched with a client that carries no credentials (never the
-upstream token), follows no redirect and reads no proxy settings from the environment.
+Links are fetched by ``app.exports.files.FileFetcher`` (the guarded path every reader of the
+files shares). A client has at most ``GATEWAY_CLIENT_MAX_DOWNLOADS`` downloads open at once
+(one more is a 429 with ``Retry-After``), and each ends within
+``GATEWAY_DOWNLOAD_DEADLINE_SECONDS``. On request (``escape_formulas``) ``FormulaEscaper``
+prefixes with ``'`` every cell a spreadsheet would run as a formula; otherwise the bytes are
+passed on as the files hold them.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
+import anyio
 import httpx
 
+from app.exports.files import CsvStreamError as CsvStreamError
+from app.exports.files import FileFetcher
 from app.exports.schemas import Export
 from app.exports.service import ExportService
-from app.platform.errors import Conflict, Gone, UpstreamFailure
+from app.platform import keys
+from app.platform.errors import Conflict, Gone
+from app.platform.leases import ClientLeases, Lease
 
 log = logging.getLogger(__name__)
 
 BOM = b"\xef\xbb\xbf"
 MAX_HEADER_BYTES = 1 << 20  # a header record longer than this is not a CSV header
-
-
-class CsvStreamError(Exception):
-    """The merged CSV cannot be completed; the response must end as an error."""
 
 
 class CsvMerger:
@@ -148,29 +153,88 @@ def _record_end(data: bytearray) -> int | None:
         start = newline + 1
 
 
+class FormulaEscaper:
+    """Prefixes with ``'`` every CSV cell whose value begins with ``=``, ``+``, ``-``, ``@``, a
+    tab or (inside quotes) a carriage return, so a spreadsheet shows it as text instead of
+    running it (OWASP, "CSV injection"). Streams: ``feed`` chunks in order; nothing is held.
+    An unquoted cell cannot begin with a carriage return (that is the end of its line)."""
+
+    _START, _UNQUOTED, _QUOTED_START, _QUOTED, _QUOTE_IN_QUOTED = range(5)
+    _FORMULA = frozenset(b"=+-@\t")
+    _FORMULA_QUOTED = frozenset(b"=+-@\t\r")
+    _CELL_END = re.compile(rb"[,\r\n]")
+
+    def __init__(self) -> None:
+        self.state = self._START
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = bytearray()
+        i, n = 0, len(chunk)
+        while i < n:
+            state = self.state
+            if state == self._START:
+                b = chunk[i]
+                if b == 0x22:  # '"'
+                    out.append(b)
+                    self.state = self._QUOTED_START
+                    i += 1
+                    continue
+                if b in self._FORMULA:
+                    out += b"'"
+                self.state = self._UNQUOTED  # the cell's end, if this byte is one, below
+            elif state == self._UNQUOTED:
+                found = self._CELL_END.search(chunk, i)
+                if found is None:
+                    out += chunk[i:]
+                    break
+                out += chunk[i : found.end()]
+                self.state = self._START
+                i = found.end()
+            elif state == self._QUOTED_START:
+                if chunk[i] in self._FORMULA_QUOTED:
+                    out += b"'"
+                self.state = self._QUOTED
+            elif state == self._QUOTED:
+                end = chunk.find(b'"', i)
+                if end < 0:
+                    out += chunk[i:]
+                    break
+                out += chunk[i : end + 1]
+                self.state = self._QUOTE_IN_QUOTED
+                i = end + 1
+            else:  # a quote inside a quoted value: doubled (still inside), or its end
+                if chunk[i] == 0x22:
+                    out.append(0x22)
+                    self.state = self._QUOTED
+                    i += 1
+                else:
+                    self.state = self._UNQUOTED
+        return bytes(out)
+
+
 def csv_filename(export: Export) -> str:
     """The download's file name: what it is, when it was made, and which export."""
     day = export.completed_at.strftime("%Y-%m-%d") if export.completed_at else "undated"
     return f"clickwrap-activity-{day}-{export.id}.csv"
 
 
-def _host(url: str) -> str:
-    """Only the host of a link for messages and logs: the query holds its signature."""
-    return urlsplit(url).hostname or "?"
-
-
 @dataclass
 class CsvDownload:
-    """An export's files, ready to stream as one CSV (the first file is already open)."""
+    """An export's files, ready to stream as one CSV (the first file is already open).
+    Holds one of the client's download leases until ``aclose``."""
 
     export: Export
     filename: str
-    http: httpx.AsyncClient
-    first: httpx.Response | None
+    fetcher: FileFetcher
+    first: httpx.Response | None  # file 1, open
     links: list[str] = field(default_factory=list)
+    deadline: float = 0.0  # monotonic: the whole download ends by then
+    escape_formulas: bool = False
+    lease: Lease | None = None
 
     async def body(self) -> AsyncIterator[bytes]:
         merger = CsvMerger()
+        escaper = FormulaEscaper() if self.escape_formulas else None
         count = len(self.links)
         try:
             for index, link in enumerate(self.links):
@@ -178,10 +242,11 @@ class CsvDownload:
                 response = self.first if index == 0 else None
                 self.first = None
                 if response is None:
-                    response = await _open_file(self.http, link, number, count, mid_stream=True)
+                    response = await self.fetcher.open(link, number, count, mid_stream=True)
                 try:
-                    async for piece in merger.feed(number, _chunks(response, number, count)):
-                        yield piece
+                    chunks = self.fetcher.chunks(response, number, count, self.deadline)
+                    async for piece in merger.feed(number, chunks):
+                        yield escaper.feed(piece) if escaper else piece
                 finally:
                     await response.aclose()
             if end := merger.finish():
@@ -190,56 +255,34 @@ class CsvDownload:
             await self.aclose()
 
     async def aclose(self) -> None:
-        if self.first is not None:
-            await self.first.aclose()
-            self.first = None
-
-
-async def _chunks(response: httpx.Response, number: int, count: int) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in response.aiter_bytes():
-            yield chunk
-    except httpx.HTTPError as exc:
-        raise CsvStreamError(
-            f"file {number} of {count} broke off mid-download ({type(exc).__name__})"
-        ) from None
-
-
-async def _open_file(
-    http: httpx.AsyncClient, link: str, number: int, count: int, *, mid_stream: bool
-) -> httpx.Response:
-    """GET one file, streamed; its status checked (the body is left unread)."""
-    try:
-        request = http.build_request("GET", link, headers={"Accept": "text/csv, */*"})
-        response = await http.send(request, stream=True)
-    except httpx.HTTPError as exc:
-        message = f"file {number} of {count} could not be fetched from {_host(link)} "
-        message += f"({type(exc).__name__})"
-        if mid_stream:
-            raise CsvStreamError(message) from None
-        raise UpstreamFailure(message + "; try again later") from None
-    if response.status_code != 200:
-        await response.aclose()
-        message = (
-            f"the file host {_host(link)} answered {response.status_code} for file "
-            f"{number} of {count}"
-        )
-        if mid_stream:
-            raise CsvStreamError(message)
-        raise UpstreamFailure(
-            message + "; if the files are gone, POST the export's rerun route to run it again"
-        )
-    return response
+        # Shielded: this also runs when the download was cut off by its deadline (a cancelled
+        # scope), and the lease must be given back all the same.
+        with anyio.CancelScope(shield=True):
+            first, self.first = self.first, None
+            if first is not None:
+                await first.aclose()
+            if self.lease is not None:
+                await self.lease.release()
 
 
 class CsvService:
     """Opens an export's merged CSV for a caller; no framework code here."""
 
-    def __init__(self, *, exports: ExportService, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, *, exports: ExportService, fetcher: FileFetcher, downloads: ClientLeases
+    ) -> None:
         self.exports = exports
-        self.http = http
+        self.fetcher = fetcher
+        self.downloads = downloads
 
-    async def open(self, client_id: str, export_id: str) -> CsvDownload:
+    async def lease(self, client_id: str) -> Lease:
+        """One of the client's download places (429 when it has them all), for a download
+        served from elsewhere (an archived copy): the caller releases it when done."""
+        return await self.downloads.take(keys.client_downloads(client_id))
+
+    async def open(
+        self, client_id: str, export_id: str, *, escape_formulas: bool = False
+    ) -> CsvDownload:
         export, _ = await self.exports.get(client_id, export_id)
         rerun = f"/v1/exports/{export.id}/rerun"
         if export.status == "expired":
@@ -257,9 +300,24 @@ class CsvService:
                 f"export {export.id} is {export.status}: {hint}",
                 extra={"export_status": export.status},
             )
+        lease = await self.downloads.take(keys.client_downloads(client_id))
+        deadline = self.fetcher.deadline()
         links = list(export.links)
         first = None
-        if links:
-            first = await _open_file(self.http, links[0], 1, len(links), mid_stream=False)
+        try:
+            if links:
+                first = await self.fetcher.open(links[0], 1, len(links), mid_stream=False)
+        except BaseException:
+            await lease.release()
+            raise
         log.info("csv download", extra={"export_id": export.id, "files": len(links)})
-        return CsvDownload(export, csv_filename(export), self.http, first, links)
+        return CsvDownload(
+            export,
+            csv_filename(export),
+            self.fetcher,
+            first,
+            links,
+            deadline=deadline,
+            escape_formulas=escape_formulas,
+            lease=lease,
+        )

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from redis.exceptions import RedisError
+
 from app.config import Settings
 from app.exports.schemas import ErrorInfo, Export, ExportRecord, TaskArchive, TaskRecord
 from app.exports.store import ExportStore
@@ -419,8 +421,16 @@ class TaskLifecycle:
                 and task.warned_at is None
                 and task.expires_at - warning <= cutoff
             )
-            if (task.expires_at <= cutoff or warn_due) and await self.ensure_expiry_jobs(task):
-                repaired.append(task.id)
+            if not (task.expires_at <= cutoff or warn_due):
+                continue
+            try:
+                if await self.ensure_expiry_jobs(task):
+                    repaired.append(task.id)
+            except (RedisError, OSError):
+                raise
+            except Exception:  # one task's steps never stop the others' repair
+                log.exception("expiry steps not repaired", extra={"task_id": task.id})
+                metrics.ISOLATED_FAILURES.labels("repair_expiry").inc()
         if repaired:
             log.warning("re-created lost expiry steps", extra={"task_ids": repaired})
         return repaired
@@ -492,13 +502,27 @@ class TaskLifecycle:
             )
 
     async def notify_followers(self, task: TaskRecord, event_type: EventType) -> None:
+        """Publish ``event_type`` to every export following ``task``. Each follower is its own
+        unit of work: one whose record cannot be read (skipped by the store) or whose event
+        cannot be built or recorded is logged and counted, and never stops the others, nor
+        the task's bookkeeping after this call. (A failure of Redis itself still propagates:
+        the job is then retried, and publishing is idempotent per export and type.)"""
         if self.notifier is None:
             return
         export_ids = await self.store.task_export_ids(task.id)
         for record in await self.store.get_exports(export_ids):
             if record is None or record.canceled_at is not None or not record.callback_url:
                 continue
-            await self.notifier.publish(record, Export.of(record, task), event_type)
+            try:
+                await self.notifier.publish(record, Export.of(record, task), event_type)
+            except (RedisError, OSError):
+                raise
+            except Exception as exc:
+                log.exception(
+                    "follower not notified",
+                    extra={"export_id": record.id, "task_id": task.id, "error": type(exc).__name__},
+                )
+                metrics.ISOLATED_FAILURES.labels("notify_follower").inc()
 
     async def _count_finished(self, task: TaskRecord) -> None:
         followers = len(await self.store.task_export_ids(task.id))

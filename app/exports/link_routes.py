@@ -3,14 +3,18 @@
 ``GET /v1/exports/{id}/csv`` answers with ``CsvResponse``, a streaming response that, when the
 stream breaks after the answer has started, leaves the chunked body unterminated: the server
 then drops the connection and the client sees an error, not a clean end of a truncated file.
+The download's deadline bounds the sending side too: a caller that stops reading is cut off
+then, and its download lease and file connection are given back.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response, status
+import anyio
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -37,20 +41,26 @@ class CsvResponse(StreamingResponse):
             },
         )
         self.download = download
+        self.deadline_seconds = download.fetcher.deadline_seconds
 
     async def stream_response(self, send: Send) -> None:
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
         sent = 0
+        error = f"the download passed its deadline of {self.deadline_seconds:g} s"
         try:
-            async for chunk in self.body_iterator:
-                sent += len(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            with anyio.move_on_after(self.download.deadline - time.monotonic()):
+                async for chunk in self.body_iterator:
+                    sent += len(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                error = ""
         except CsvStreamError as exc:
+            error = str(exc)
+        if error:
             log.error(
                 "csv download aborted",
-                extra={"export_id": self.download.export.id, "error": str(exc), "bytes": sent},
+                extra={"export_id": self.download.export.id, "error": error, "bytes": sent},
             )
             return  # the body stays unfinished: the server closes the connection
         await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -59,6 +69,9 @@ class CsvResponse(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:  # a body cut off mid-way: close its file now
+                await aclose()
             await self.download.aclose()
 
 
@@ -78,8 +91,18 @@ _CSV_RESPONSES: dict[int | str, dict[str, Any]] = {
     206: {"description": "A byte range of an archived copy (`Range`)"},
     304: {"description": "`If-None-Match` names the archived copy's ETag"},
     416: {"description": "The range lies outside an archived copy", "model": Problem},
-    502: {"description": "The file host refused the first file", "model": Problem},
     503: {"description": "The archived copy cannot be read just now", "model": Problem},
+    429: {
+        "description": "The client already has its maximum of downloads open; retry after "
+        "`Retry-After` seconds",
+        "model": Problem,
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
+    502: {
+        "description": "The file host refused the first file, or its link is not one the "
+        "gateway fetches",
+        "model": Problem,
+    },
 }
 
 
@@ -91,12 +114,25 @@ _CSV_RESPONSES: dict[int | str, dict[str, Any]] = {
     responses=_CSV_RESPONSES,
 )
 async def download_csv(
-    export_id: str, client_id: ClientId, csv: CsvDep, archive: ArchiveDep, request: Request
+    export_id: str,
+    client_id: ClientId,
+    csv: CsvDep,
+    archive: ArchiveDep,
+    request: Request,
+    escape_formulas: Annotated[
+        bool,
+        Query(
+            description="Prefix with `'` every cell beginning with `=`, `+`, `-`, `@`, a tab "
+            "or a carriage return (for files opened in a spreadsheet); otherwise the files' "
+            "bytes are passed on unchanged."
+        ),
+    ] = False,
 ) -> Response:
-    # Once the gateway's own copy exists it is what /csv serves (app/archive/routes.py).
-    if (copy := await archive.open_copy(client_id, export_id)) is not None:
-        return archived_csv_response(copy, request.headers)
-    return CsvResponse(await csv.open(client_id, export_id))
+    # Once the gateway's own copy exists it is what /csv serves (app/archive/routes.py),
+    # byte for byte; escaped cells are made from upstream's files while they last.
+    if not escape_formulas and (copy := await archive.open_copy(client_id, export_id)):
+        return archived_csv_response(copy, request.headers, await csv.lease(client_id))
+    return CsvResponse(await csv.open(client_id, export_id, escape_formulas=escape_formulas))
 
 
 @router.post(

@@ -37,6 +37,9 @@ def decode_cursor(cursor: str) -> Position:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         ms_text, _, export_id = text.partition(":")
+        # Only the digits this API writes: int() alone would also take " 12" and "1_000".
+        if not (ms_text.isascii() and ms_text.isdigit()):
+            raise ValueError(ms_text)
         ms = int(ms_text)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise invalid("cursor", "is not a cursor this API issued") from None

@@ -32,6 +32,7 @@ ExportStatus = Literal["queued", "running", "completed", "failed", "canceled", "
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "canceled", "expired"})
 REQUIRED_FIELDS: tuple[str, ...] = ("id", "signer_id", "created_time")
 MAX_METADATA_BYTES = 4096
+MAX_METADATA_DEPTH = 5
 MAX_AGE_LIMIT_SECONDS = 10 * 365 * 86400
 
 
@@ -65,8 +66,34 @@ def _check_field_names(fields: list[str] | None) -> list[str] | None:
     return fields
 
 
+def json_depth(value: object) -> int:
+    """How many levels of objects and arrays ``value`` nests (a scalar is 0, ``{}`` is 1).
+    Iterative, so no input can exhaust the stack."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def _check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+    # Whatever is accepted must read back through the same parser that reads every record
+    # (pydantic's JSON, whose nesting limit a deep object would break for every reader of the
+    # record): so a bound on depth as well as on size.
     if metadata is not None:
+        depth = json_depth(metadata)
+        if depth > MAX_METADATA_DEPTH:
+            raise ValueError(
+                f"nests {depth} levels of objects and arrays; at most {MAX_METADATA_DEPTH} allowed"
+            )
         size = len(json.dumps(metadata, separators=(",", ":")).encode())
         if size > MAX_METADATA_BYTES:
             raise ValueError(f"is {size} bytes of JSON; at most {MAX_METADATA_BYTES} allowed")
@@ -104,7 +131,9 @@ class ExportRequest(BaseModel):
     )
     callback_url: str | None = Field(None, max_length=2048, description="Where webhooks go.")
     metadata: Annotated[dict[str, Any] | None, AfterValidator(_check_metadata)] = Field(
-        None, description="A JSON object of at most 4 KiB, echoed in the export and webhooks."
+        None,
+        description="A JSON object of at most 4 KiB and 5 levels of nesting, echoed in the "
+        "export and webhooks.",
     )
     max_age_seconds: int = Field(
         0,

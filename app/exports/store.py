@@ -8,17 +8,22 @@ first. That is what makes coalescing race-free across API processes.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from app.exports.schemas import ExportRecord, TaskRecord
-from app.platform import keys
+from app.platform import keys, metrics
 from app.platform.clock import utcnow
+
+log = logging.getLogger(__name__)
+Record = TypeVar("Record", bound=BaseModel)
 
 
 def _dispatch_lua(waiting: str, active: str, max_active: str) -> str:
@@ -37,6 +42,34 @@ end
 
 
 _DISPATCH = _dispatch_lua("KEYS[1]", "KEYS[2]", "ARGV[1]") + "return started\n"
+
+
+# Fair queueing between clients: a new task waits under a score that is its creation time,
+# but never less than the score of the creating client's previous task plus FAIR_SPACING_MS
+# (the client's "queue clock", gw:client:{id}:queue). One client's burst of new queries is
+# thereby spread out in the queue and another client's task goes in among them, instead of
+# waiting behind all of them; a client's own tasks keep their order (still first in, first
+# out for each client).
+FAIR_SPACING_MS = 1000
+
+
+def _fair_score_lua(clock: str, created: str, spacing: str) -> str:
+    return f"""
+local score = tonumber({created})
+local last = tonumber(redis.call('GET', {clock}) or '0')
+if last + tonumber({spacing}) > score then score = last + tonumber({spacing}) end
+redis.call('SET', {clock}, score, 'PX', math.max(1000, score - tonumber({created}) + 60000))
+"""
+
+
+# The WATCH/MULTI path's new task, moved to its fair place (if it is still waiting).
+_FAIR_REQUEUE = (
+    _fair_score_lua("KEYS[2]", "ARGV[2]", "ARGV[3]")
+    + """
+redis.call('ZADD', KEYS[1], 'XX', score, ARGV[1])
+return score
+"""
+)
 
 
 # An export and the task serving it in one round trip (a status read is the hottest path).
@@ -77,8 +110,10 @@ end
 local ttl = ARGV[1]
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ttl)
 redis.call('SET', KEYS[3], ARGV[3], 'EX', ttl)
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2])
-redis.call('ZADD', KEYS[5], ARGV[4], ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2])"""
+    + _fair_score_lua("KEYS[11]", "ARGV[4]", "ARGV[9]")
+    + """
+redis.call('ZADD', KEYS[5], score, ARGV[2])
 redis.call('SET', KEYS[6], ARGV[5], 'EX', ttl)
 redis.call('ZADD', KEYS[7], ARGV[6], ARGV[7])
 redis.call('SADD', KEYS[8], ARGV[7])
@@ -128,6 +163,7 @@ class ExportStore:
         self._export_with_task = redis.register_script(_EXPORT_WITH_TASK)
         self._submit_new = redis.register_script(_SUBMIT_NEW)
         self._replace_if_unchanged = redis.register_script(_REPLACE_IF_UNCHANGED)
+        self._fair_requeue = redis.register_script(_FAIR_REQUEUE)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -156,13 +192,18 @@ class ExportStore:
         if not task_ids:
             return []
         raws = await self.redis.mget([keys.task(t) for t in task_ids])
-        return [TaskRecord.model_validate_json(r) if r else None for r in raws]
+        return [
+            _each(TaskRecord, task_id, raw) for task_id, raw in zip(task_ids, raws, strict=True)
+        ]
 
     async def get_exports(self, export_ids: Sequence[str]) -> list[ExportRecord | None]:
         if not export_ids:
             return []
         raws = await self.redis.mget([keys.export(e) for e in export_ids])
-        return [ExportRecord.model_validate_json(r) if r else None for r in raws]
+        return [
+            _each(ExportRecord, export_id, raw)
+            for export_id, raw in zip(export_ids, raws, strict=True)
+        ]
 
     async def client_exports_before(
         self, client_id: str, before: tuple[int, str] | None, count: int
@@ -248,6 +289,7 @@ class ExportStore:
                 keys.task_exports(new_task.id),
                 keys.UPSTREAM_ACTIVE,
                 keys.ALL_EXPORTS,
+                keys.client_queue(record.client_id),
             ],
             args=[
                 self._ttl,
@@ -258,6 +300,7 @@ class ExportStore:
                 _ms(record.created_at),
                 record.id,
                 "" if max_active is None else max_active,
+                FAIR_SPACING_MS,
             ],
         )
         if isinstance(created, list):
@@ -286,6 +329,11 @@ class ExportStore:
             return Submitted(record, new_task, new_task=True)
 
         result: Submitted = await self.redis.transaction(attempt, value_from_callable=True)
+        if result.new_task:
+            await self._fair_requeue(
+                keys=[keys.UPSTREAM_WAITING, keys.client_queue(record.client_id)],
+                args=[new_task.id, _ms(new_task.created_at), FAIR_SPACING_MS],
+            )
         return result
 
     def _queue_new_task(self, pipe: Pipeline, task: TaskRecord, inflight_key: str) -> None:
@@ -543,6 +591,24 @@ class ExportStore:
                 pipe.zrem(keys.UPSTREAM_ACTIVE, *ids)
                 pipe.zrem(keys.UPSTREAM_WAITING, *ids)
                 await pipe.execute()
+
+
+def _each(model: type[Record], record_id: str, raw: str | None) -> Record | None:
+    """One record of a batch read, or None when it is missing or cannot be read. Batch reads
+    serve loops over many records (a task's followers, a page, the sweep): one record that
+    cannot be read (stored by an older version, damaged) is logged, counted and skipped
+    instead of failing the read of every other."""
+    if not raw:
+        return None
+    try:
+        return model.model_validate_json(raw)
+    except (ValidationError, ValueError, RecursionError) as exc:
+        log.error(
+            "unreadable record skipped",
+            extra={"record": model.__name__, "record_id": record_id, "error": type(exc).__name__},
+        )
+        metrics.ISOLATED_FAILURES.labels(f"read_{model.__name__}").inc()
+        return None
 
 
 def _ms(moment: datetime) -> int:

@@ -27,6 +27,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from redis.exceptions import RedisError
+
 from app.exports.lifecycle import TaskLifecycle
 from app.exports.schemas import TaskRecord
 from app.exports.store import ExportStore
@@ -95,7 +97,14 @@ class Sweeper:
         for task in tasks.values():
             if task.finished or now - task.created_at < self.grace:
                 continue
-            kind = await self._repair(task, task.id in waiting_set, task.id in active_set)
+            try:
+                kind = await self._repair(task, task.id in waiting_set, task.id in active_set)
+            except (RedisError, OSError):
+                raise
+            except Exception:  # one task's repair never stops the others'
+                log.exception("sweep could not repair a task", extra={"task_id": task.id})
+                metrics.ISOLATED_FAILURES.labels("sweep_repair").inc()
+                continue
             if kind:
                 report.repairs[kind] += 1
                 log.warning("sweep repaired a task", extra={"task_id": task.id, "repair": kind})

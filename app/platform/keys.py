@@ -12,13 +12,20 @@ All keys start with ``gw:`` so that an operator can tell them from arq's own ``a
     gw:tasks:completed             ZSET   completed, unexpired task ids, scored by expires_at (ms)
     gw:inflight:{fingerprint}      STR    the task id now serving a query (coalescing)
     gw:latest:{fingerprint}        STR    the task id of the newest completed run of a query
-    gw:upstream:waiting            ZSET   queued task ids waiting for an upstream slot (FIFO)
+    gw:upstream:waiting            ZSET   queued task ids waiting for an upstream slot (first in,
+                                          first out per client; clients' bursts interleaved)
     gw:upstream:active             ZSET   task ids holding an upstream slot
     gw:upstream:requests           ZSET   upstream requests in flight or recently answered (pacer)
     gw:fields:{site_id}            JSON   cached export fields of a site
     gw:fields:{site_id}:lock       STR    held by the one process fetching a site's fields
     gw:idem:{client_id}:{digest}   JSON   an Idempotency-Key's stored answer
     gw:ratelimit:{client_id}       ZSET   the client's recent POST /v1/exports (sliding window)
+    gw:client:{client_id}:queue    STR    the score of the client's newest waiting task (fair
+                                          queueing between clients for upstream slots)
+    gw:deliveries:{client_id}      ZSET   the client's webhook deliveries in flight, scored by
+                                          when each lease lapses (ms)
+    gw:downloads:{client_id}       ZSET   the client's open /csv downloads, scored by when
+                                          each lease lapses (ms)
     gw:event:{event_id}            JSON   one webhook event and its delivery state
     gw:export:{export_id}:events   LIST   event ids of an export, oldest first
     gw:export:{export_id}:attempts LIST   JSON delivery attempts of an export, oldest first
@@ -102,6 +109,18 @@ def idempotency(client_id: str, digest: str) -> str:
 
 def client_rate_window(client_id: str) -> str:
     return f"{PREFIX}ratelimit:{client_id}"
+
+
+def client_queue(client_id: str) -> str:
+    return f"{PREFIX}client:{client_id}:queue"
+
+
+def client_deliveries(client_id: str) -> str:
+    return f"{PREFIX}deliveries:{client_id}"
+
+
+def client_downloads(client_id: str) -> str:
+    return f"{PREFIX}downloads:{client_id}"
 
 
 def event(event_id: str) -> str:

@@ -106,6 +106,13 @@ ARCHIVE_DELETED = Counter(
     "gateway_archive_deleted", "Archived copies deleted at the end of their retention"
 )
 SWEEP_RUNS = Counter("gateway_sweep_runs", "Self-healing sweeps run by this process")
+ISOLATED_FAILURES = Counter(
+    "gateway_isolated_failures",
+    "One item of a loop over many that failed and was skipped so the others went on: a stored "
+    "record that cannot be read, a follower that cannot be notified, a sweep repair that "
+    "failed (by where)",
+    ["where"],
+)
 SWEEP_REPAIRS = Counter(
     "gateway_sweep_repairs",
     "Things the self-healing sweep repaired, by kind (rescheduled, restarted, requeued, "

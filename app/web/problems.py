@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.platform import metrics
 from app.platform.errors import (
@@ -141,6 +142,8 @@ def install(app: FastAPI) -> None:
         body.update(status=exc.status_code, title=_title(exc.status_code))
         body["type"] = f"https://export-gateway.internal/problems/http-{exc.status_code}"
         headers = dict(exc.headers or {})  # e.g. Allow on a 405
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
         return JSONResponse(body, exc.status_code, headers, media_type=PROBLEM_JSON)
 
     @app.exception_handler(RedisConnectionError)
@@ -153,6 +156,23 @@ def install(app: FastAPI) -> None:
             headers={"Retry-After": "2"},
         )
         return render(error, request)
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route of the app answers on this path (Starlette's own 405 names
+    only the first route that matched the path, though several may share it)."""
+    methods = {
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    }
+    return ", ".join(sorted(methods))
 
 
 def _title(status: int) -> str:

@@ -119,6 +119,28 @@ def _step(name: str, annotation: Any, declared: Any, default: Any, path_names: s
     raise TypeError(f"DirectRoute cannot fill parameter {name!r} ({annotation!r})")
 
 
+def invalid_text_at(data: object) -> tuple[str | int, ...] | None:
+    """Where the first string (a key or a value) of decoded JSON that is not valid Unicode
+    sits (``\\ud800`` decodes to a lone surrogate, which no UTF-8 encoder will write back), or
+    None. Iterative: the depth of ``data`` cannot exhaust the stack."""
+    stack: list[tuple[object, tuple[str | int, ...]]] = [(data, ())]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode()
+                except UnicodeEncodeError:
+                    return path
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                stack.append((key, path))
+                stack.append((value, (*path, key)))
+        elif isinstance(item, list):
+            stack.extend((value, (*path, index)) for index, value in enumerate(item))
+    return None
+
+
 def _is_annotated(hint: Any) -> bool:
     return typing.get_origin(hint) is typing.Annotated
 
@@ -144,8 +166,25 @@ async def json_body(request: Request, model: type[Model]) -> Model:
             "ctx": {"error": exc.msg},
         }
         raise RequestValidationError([error], body=exc.doc) from exc
+    except RecursionError:
+        error = {
+            "type": "json_invalid",
+            "loc": ("body",),
+            "msg": "JSON decode error",
+            "input": {},
+            "ctx": {"error": "nested too deeply"},
+        }
+        raise RequestValidationError([error]) from None
     except ValueError as exc:  # bytes that are not UTF-8/16/32 text
         raise HTTPException(400, "There was an error parsing the body") from exc
+    invalid = invalid_text_at(data)
+    if invalid is not None:
+        unicode_error: dict[str, Any] = {
+            "type": "string_unicode",
+            "loc": ("body", *invalid),
+            "msg": "is not valid Unicode text (it holds a lone surrogate)",
+        }
+        raise RequestValidationError([unicode_error])
     try:
         return model.model_validate(data, from_attributes=True)
     except ValidationError as exc:

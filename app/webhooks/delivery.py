@@ -24,6 +24,7 @@ from app.webhooks.ssrf import CallbackAddressRefused
 
 DELIVERY_TIMEOUT_SECONDS = 15.0
 USER_AGENT = "clickwrap-export-gateway-webhooks/1"
+NO_HTTP_ANSWER = "no HTTP answer (connection refused or dropped, or the answer was not HTTP)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +48,9 @@ def _describe(exc: httpx.HTTPError, timeout: float) -> str:
         text = str(exc)
         if text.startswith("host "):  # the guard's own "host ... does not resolve"
             return text
-        return "could not connect (connection refused or host unreachable)"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return "the receiver closed the connection or answered malformed HTTP"
-    if isinstance(exc, httpx.NetworkError):
-        return f"network error ({type(exc).__name__})"
-    return f"request failed ({type(exc).__name__})"
+    # One phrase for a refused connection, a dropped one and an answer that is not HTTP: told
+    # apart, they would tell a caller which ports of an allowed network run some service.
+    return NO_HTTP_ANSWER
 
 
 async def post_webhook(
@@ -93,7 +91,11 @@ async def post_webhook(
         return DeliveryResult(None, f"timed out after {timeout:g} s", elapsed())
     except httpx.HTTPError as exc:
         return DeliveryResult(None, _describe(exc, timeout), elapsed())
-    text = bytes(captured[:MAX_RESPONSE_BODY_BYTES]).decode("utf-8", errors="replace")
+    # The answer's body is kept only from a receiver that answered as one (2xx-4xx); a 5xx
+    # may come from anything that speaks HTTP at all, and is not the caller's to read.
+    text = None
+    if 200 <= status < 500:
+        text = bytes(captured[:MAX_RESPONSE_BODY_BYTES]).decode("utf-8", errors="replace")
     error = None
     if 300 <= status < 400:
         error = f"answered a redirect ({status}); redirects are never followed"

@@ -31,15 +31,17 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import httpx
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from app.exports.lifecycle import EventType
 from app.exports.schemas import Export, ExportRecord, UtcTime
 from app.exports.service import EXPORT_ID
 from app.exports.store import ExportStore
+from app.platform import keys, metrics
 from app.platform.clock import utcnow
 from app.platform.errors import Conflict, NotFound, invalid
 from app.platform.jobs import JobQueue
+from app.platform.leases import ClientLeases
 from app.platform.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_DEAD_LETTERS
 from app.webhooks.delivery import DELIVERY_TIMEOUT_SECONDS, DeliveryResult, post_webhook
 from app.webhooks.schemas import Attempt, Deliveries, Event, EventView, Outcome
@@ -80,6 +82,18 @@ def delivery_subject(event_id: str, round_no: int, attempt: int) -> str:
     return f"{event_id}:{round_no}:{attempt}"
 
 
+DEFER_SECONDS = 1.0
+
+
+class DeliveryDeferred(Exception):
+    """The event's client has its maximum of deliveries in flight: run this job again after
+    ``seconds`` (nothing was claimed or sent)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"client at its cap of deliveries in flight; again in {seconds:g} s")
+        self.seconds = seconds
+
+
 def parse_delivery_subject(subject: str) -> tuple[str, int, int]:
     event_id, round_no, attempt = subject.rsplit(":", 2)
     return event_id, int(round_no), int(attempt)
@@ -98,7 +112,9 @@ class WebhookService:
         retry_schedule: Sequence[float],
         resolver: Resolver = system_resolver,
         timeout: float = DELIVERY_TIMEOUT_SECONDS,
+        in_flight: ClientLeases | None = None,
     ) -> None:
+        self.in_flight = in_flight  # per-client cap on deliveries in flight (None: no cap)
         self.store = store
         self.exports = exports
         self.queue = queue
@@ -156,7 +172,27 @@ class WebhookService:
             await self._schedule(event, now)
 
     async def deliver(self, event_id: str, round_no: int, attempt: int) -> None:
-        """Make attempt ``attempt`` of round ``round_no``, unless it is stale or already made."""
+        """Make attempt ``attempt`` of round ``round_no``, unless it is stale or already made.
+
+        A client has at most ``GATEWAY_CLIENT_MAX_DELIVERIES`` deliveries in flight: one more
+        raises ``DeliveryDeferred`` before anything is claimed (the job runs again shortly), so
+        a client whose receiver hangs holds that many of the delivery lane's slots, never all
+        of them, and other clients' webhooks go out on time."""
+        if self.in_flight is None:
+            await self._deliver(event_id, round_no, attempt)
+            return
+        event = await self.store.get_event(event_id)
+        if event is None or event.state != "pending":
+            return
+        lease = await self.in_flight.try_take(keys.client_deliveries(event.client_id))
+        if lease is None:
+            raise DeliveryDeferred(DEFER_SECONDS)
+        try:
+            await self._deliver(event_id, round_no, attempt)
+        finally:
+            await lease.release()
+
+    async def _deliver(self, event_id: str, round_no: int, attempt: int) -> None:
         now = utcnow()
 
         def claim(event: Event) -> tuple[Event, Attempt | None] | None:
@@ -350,7 +386,12 @@ class WebhookService:
         now = utcnow()
         repaired = 0
         for event_id in await self.store.due_event_ids(now - timedelta(seconds=grace_seconds)):
-            event = await self.store.get_event(event_id)
+            try:
+                event = await self.store.get_event(event_id)
+            except (ValidationError, ValueError):  # one unreadable event stops no other's repair
+                log.exception("webhook event unreadable", extra={"event_id": event_id})
+                metrics.ISOLATED_FAILURES.labels("read_Event").inc()
+                continue
             if event is None or event.state != "pending" or event.next_job_key is None:
                 continue
             if await self.queue.is_scheduled(event.next_job_key):

@@ -49,6 +49,20 @@ Decisions
 * URLs with userinfo are refused, including an empty one (``http://@host``) and any ``@`` in the
   authority, as are ports outside 1..65535 and hosts that are not plain DNS names.
 
+* Callback ports are 80, 443 or 1024-65535: the ports below 1024 besides the web's own are
+  other protocols' (SSH, SMTP, ...), which no receiver of webhooks listens on.
+
+One guard, two policies
+-----------------------
+CSV links come from upstream, not from a client, but they are no more trusted: a compromised
+or impersonated upstream (or a bug in it) could point them at internal services, and the
+gateway streams whatever a link answers to the caller. So links go through the same guard
+with the file policy (``CallbackPolicy.for_files``, ``guarded_file_client``): ``https`` to a
+public address, or anything inside ``GATEWAY_FILE_ALLOWED_NETWORKS`` (plain ``http`` only
+there; the sandbox's loopback address in development), never a metadata address; any port.
+Plain ``http`` requests go through a pool of their own whose policy admits only the allowed
+networks, because the connect-time check sees an address, not a scheme.
+
 The default resolver is asyncio's ``getaddrinfo``, so this module expects an asyncio event loop.
 """
 
@@ -77,6 +91,7 @@ __all__ = [
     "Resolver",
     "check_callback_url",
     "guarded_client",
+    "guarded_file_client",
     "parse_allowed_networks",
     "system_resolver",
 ]
@@ -173,7 +188,9 @@ def _normalise_network(net: IPNetwork) -> IPNetwork:
     return net
 
 
-def parse_allowed_networks(value: str | Iterable[str] | None) -> tuple[IPNetwork, ...]:
+def parse_allowed_networks(
+    value: str | Iterable[str] | None, setting: str = "GATEWAY_WEBHOOK_ALLOWED_NETWORKS"
+) -> tuple[IPNetwork, ...]:
     """Parse ``GATEWAY_WEBHOOK_ALLOWED_NETWORKS``: comma-separated CIDRs or bare addresses.
 
     A bare address becomes a /32 or /128; empty entries are skipped. An entry with host bits set
@@ -190,26 +207,47 @@ def parse_allowed_networks(value: str | Iterable[str] | None) -> tuple[IPNetwork
         try:
             network = ipaddress.ip_network(entry, strict=True)
         except ValueError as exc:
-            raise ValueError(
-                f"GATEWAY_WEBHOOK_ALLOWED_NETWORKS: {entry!r} is not a network or address: {exc}"
-            ) from None
+            raise ValueError(f"{setting}: {entry!r} is not a network or address: {exc}") from None
         networks.append(_normalise_network(network))
     return tuple(networks)
 
 
 @dataclass(frozen=True, slots=True)
 class CallbackPolicy:
-    """Which otherwise forbidden networks callbacks may reach (never metadata addresses)."""
+    """Which otherwise forbidden networks the guarded client may reach (never metadata
+    addresses), for what (``purpose``, named in refusals), on which ports, and whether only
+    the allowed networks may be reached at all (``allowed_only``: plain-http file links)."""
 
     allowed_networks: tuple[IPNetwork, ...] = ()
+    purpose: str = "callbacks"
+    any_port: bool = False  # else 80, 443 and 1024-65535 only
+    allowed_only: bool = False
 
     @classmethod
     def from_setting(cls, value: str | Iterable[str] | None) -> CallbackPolicy:
         """Build the policy from ``GATEWAY_WEBHOOK_ALLOWED_NETWORKS`` (see ``parse_..``)."""
         return cls(parse_allowed_networks(value))
 
+    @classmethod
+    def for_files(cls, value: str | Iterable[str] | None) -> CallbackPolicy:
+        """The policy of CSV links, from ``GATEWAY_FILE_ALLOWED_NETWORKS``."""
+        networks = parse_allowed_networks(value, "GATEWAY_FILE_ALLOWED_NETWORKS")
+        return cls(networks, "file links", any_port=True)
+
+    def for_plain_http(self) -> CallbackPolicy:
+        return CallbackPolicy(
+            self.allowed_networks, f"{self.purpose} over plain http", self.any_port, True
+        )
+
     def allows(self, address: IPAddress) -> bool:
         return any(address in network for network in self.allowed_networks)
+
+    def port_problem(self, port: int) -> str | None:
+        if not 1 <= port <= 65535:
+            return f"port {port} is out of range"
+        if not self.any_port and port not in (80, 443) and port < 1024:
+            return f"port {port} is not allowed; use 80, 443 or a port from 1024 to 65535"
+        return None
 
 
 class Resolver(Protocol):
@@ -253,6 +291,8 @@ def _address_problem(address: IPAddress, policy: CallbackPolicy) -> str | None:
         return f"{prefix}a cloud metadata address"
     if policy.allows(judged):
         return None
+    if policy.allowed_only:
+        return f"{prefix}an address outside the allowed networks"
     for network, label in _FORBIDDEN:
         if judged in network:
             return f"{prefix}{label} address"
@@ -291,7 +331,7 @@ def _host_literal(host: str) -> IPAddress | None:
     return None
 
 
-def _target(url: httpx.URL) -> _Target:
+def _target(url: httpx.URL, policy: CallbackPolicy | None = None) -> _Target:
     """Check everything about a parsed URL that needs no lookup."""
     if url.scheme not in _SCHEMES:
         if not url.scheme:
@@ -303,8 +343,9 @@ def _target(url: httpx.URL) -> _Target:
     if not host:
         raise CallbackRefused("has no host")
     port = url.port if url.port is not None else _SCHEMES[url.scheme]
-    if not 1 <= port <= 65535:
-        raise CallbackRefused(f"port {port} is out of range")
+    problem = (policy or CallbackPolicy(any_port=True)).port_problem(port)
+    if problem is not None:
+        raise CallbackRefused(problem)
     return _Target(host, port, _host_literal(host))
 
 
@@ -312,9 +353,9 @@ def _describe(target: _Target) -> str:
     return f"[{target.host}]" if ":" in target.host else repr(target.host)
 
 
-def _refusal(target: _Target, problem: str) -> str:
+def _refusal(target: _Target, problem: str, policy: CallbackPolicy) -> str:
     verb = "is" if target.literal is not None else "resolves to"
-    return f"host {_describe(target)} {verb} {problem}, which callbacks may not reach"
+    return f"host {_describe(target)} {verb} {problem}, which {policy.purpose} may not reach"
 
 
 def _parse_answers(answers: Iterable[str]) -> list[tuple[str, IPAddress]]:
@@ -351,7 +392,7 @@ async def check_callback_url(
     authority = _AUTHORITY.match(url)
     if authority is not None and "@" in authority.group(1):
         raise CallbackRefused("must not contain user information (user:password@)")
-    target = _target(parsed)
+    target = _target(parsed, policy)
     if target.literal is not None:
         addresses = [target.literal]
     else:
@@ -366,7 +407,7 @@ async def check_callback_url(
     for address in addresses:
         problem = _address_problem(address, policy)
         if problem is not None:
-            raise CallbackRefused(_refusal(target, problem))
+            raise CallbackRefused(_refusal(target, problem, policy))
 
 
 class _GuardedBackend(httpcore.AsyncNetworkBackend):
@@ -397,7 +438,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         for _, address in candidates:
             problem = _address_problem(address, self._policy)
             if problem is not None:
-                raise CallbackAddressRefused(_refusal(target, problem))
+                raise CallbackAddressRefused(_refusal(target, problem, self._policy))
         return list(dict.fromkeys(text for text, _ in candidates))
 
     async def connect_tcp(
@@ -480,6 +521,7 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
             else httpx.create_ssl_context(verify=verify, trust_env=False)
         )
         super().__init__(verify=ssl_context, trust_env=False, limits=limits)
+        self._policy = policy
         # Same pool httpx would build (no proxy, HTTP/1.1, no retries), with our network backend.
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=ssl_context,
@@ -491,10 +533,26 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
-            _target(request.url)
+            _target(request.url, self._policy)
         except CallbackRefused as exc:
             raise CallbackAddressRefused(exc.reason, request=request) from None
         return await super().handle_async_request(request)
+
+
+class _SchemeSplitTransport(httpx.AsyncBaseTransport):
+    """``https`` through one guarded transport, plain ``http`` through another (stricter)."""
+
+    def __init__(self, secure: httpx.AsyncBaseTransport, plain: httpx.AsyncBaseTransport) -> None:
+        self._secure = secure
+        self._plain = plain
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        transport = self._plain if request.url.scheme == "http" else self._secure
+        return await transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._secure.aclose()
+        await self._plain.aclose()
 
 
 def guarded_client(
@@ -507,6 +565,29 @@ def guarded_client(
     """An ``httpx.AsyncClient`` for webhook delivery: guarded, no redirects, no env proxies."""
     return httpx.AsyncClient(
         transport=GuardedTransport(policy, resolver, verify=verify),
+        follow_redirects=False,
+        trust_env=False,
+        timeout=timeout,
+    )
+
+
+def guarded_file_client(
+    policy: CallbackPolicy,
+    resolver: Resolver = system_resolver,
+    *,
+    timeout: httpx.Timeout,
+    verify: ssl.SSLContext | bool = True,
+) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` for CSV links under the file policy (``for_files``): https to
+    public addresses, plain http only inside the allowed networks; no redirects, no env
+    proxies, no credentials. The pools are not capped: what bounds the connections is each
+    client's download cap and the download deadline, so one client's downloads can never
+    hold the connections another's need."""
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=20)
+    secure = GuardedTransport(policy, resolver, verify=verify, limits=limits)
+    plain = GuardedTransport(policy.for_plain_http(), resolver, verify=verify, limits=limits)
+    return httpx.AsyncClient(
+        transport=_SchemeSplitTransport(secure, plain),
         follow_redirects=False,
         trust_env=False,
         timeout=timeout,

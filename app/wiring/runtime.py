@@ -19,6 +19,7 @@ from app.config import Settings
 from app.console.service import ConsoleService
 from app.console.store import ConsoleStore
 from app.exports.csv import CsvService
+from app.exports.files import FileFetcher
 from app.exports.idempotency import IdempotencyKeys
 from app.exports.lifecycle import Notifier, TaskLifecycle
 from app.exports.service import ExportService
@@ -26,15 +27,17 @@ from app.exports.store import ExportStore
 from app.platform.connections import connect_redis
 from app.platform.jobs import JobQueue
 from app.platform.keyring import KeyRing
+from app.platform.leases import ClientLeases
 from app.platform.ratelimit import ClientRateLimiter
 from app.upstream.activity import ActivityService
 from app.upstream.catalog import FieldCatalog
 from app.upstream.client import UpstreamClient
 from app.upstream.pacing import RequestPacer
 from app.upstream.transport import ShardedTransport
+from app.webhooks.delivery import DELIVERY_TIMEOUT_SECONDS
 from app.webhooks.service import WebhookService
 from app.webhooks.signing import WebhookSigner
-from app.webhooks.ssrf import CallbackPolicy, guarded_client
+from app.webhooks.ssrf import CallbackPolicy, guarded_client, guarded_file_client
 from app.webhooks.store import WebhookStore
 
 UPSTREAM_CONNECT_SECONDS = 10.0
@@ -53,7 +56,8 @@ class Runtime:
     webhooks: WebhookService
     catalog: FieldCatalog
     activity: ActivityService
-    # CSV links are fetched by their own client: no upstream token, no redirects, no proxies.
+    # CSV links are fetched by their own client: guarded (the file policy), no upstream token,
+    # no redirects, no proxies.
     link_http: httpx.AsyncClient
     csv: CsvService
     idempotency: IdempotencyKeys
@@ -97,6 +101,7 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
     signer = WebhookSigner.from_settings(settings.webhook_secret, settings.webhook_secrets)
     policy = CallbackPolicy.from_setting(settings.webhook_allowed_networks)
     copies = archive_copies(settings)
+    file_policy = CallbackPolicy.for_files(settings.file_allowed_networks)
     redis = connect_redis(settings)
     http = upstream_http(settings)
     token = settings.upstream_token.get_secret_value() if settings.upstream_token else None
@@ -120,6 +125,13 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         policy=policy,
         client=guarded_client(policy),
         retry_schedule=settings.webhook_retry_schedule,
+        in_flight=ClientLeases(
+            redis,
+            limit=settings.client_max_deliveries,
+            # a lease outlives its delivery (15 s at most) only if the worker died first
+            lease_seconds=DELIVERY_TIMEOUT_SECONDS + 15,
+            what="webhook deliveries",
+        ),
     )
     notifier: Notifier | None = webhooks
     lifecycle = TaskLifecycle(
@@ -141,20 +153,28 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         callbacks=webhooks,
         catalog=catalog,
     )
-    link_http = httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=10.0),
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=10),
-        follow_redirects=False,
-        trust_env=False,
+    link_http = guarded_file_client(
+        file_policy, timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=10.0)
     )
-    csv = CsvService(exports=exports, http=link_http)
+    fetcher = FileFetcher(link_http, deadline_seconds=settings.download_deadline_seconds)
+    csv = CsvService(
+        exports=exports,
+        fetcher=fetcher,
+        downloads=ClientLeases(
+            redis,
+            limit=settings.client_max_downloads,
+            # a lease outlives its download only if the process died first
+            lease_seconds=settings.download_deadline_seconds + 30,
+            what="CSV downloads",
+        ),
+    )
     archive = ArchiveService(
         settings=settings,
         store=store,
         exports=exports,
         lifecycle=lifecycle,
         queue=queue,
-        http=link_http,
+        fetcher=fetcher,
         copies=copies,
     )
     client_digests = settings.api_key_digests()

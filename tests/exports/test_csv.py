@@ -170,7 +170,7 @@ async def test_rerun_makes_a_fresh_export_of_the_same_query_callback_and_metadat
         "filter": unique_filter("created_time>=2020-10-10 and event_type==agreed"),
         "fields": ["connection_data.remote_address"],
         "site_id": 5193,
-        "callback_url": "http://127.0.0.1:9/hooks/exports",  # loopback, nothing listens
+        "callback_url": "http://127.0.0.1:1024/hooks/exports",  # loopback, nothing listens
         "metadata": {"ticket": "OPS-12"},
     }
     async with gateway.client() as api:

@@ -58,7 +58,7 @@ async def test_a_rerun_step_of_a_finished_task_publishes_the_missing_webhook_onc
     runtime: Runtime, redis_client: Redis
 ) -> None:
     export = await runtime.exports.submit(
-        "alice", ExportRequest(filter="batch==7", callback_url="http://127.0.0.1:9/hooks")
+        "alice", ExportRequest(filter="batch==7", callback_url="http://127.0.0.1:1024/hooks")
     )
     record = await runtime.store.get_export(export.id)
     assert record is not None

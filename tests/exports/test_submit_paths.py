@@ -68,6 +68,8 @@ async def test_fast_and_transactional_submissions_store_the_same_records(
     # A stale completed-task pointer sends the next one down the transactional path, which
     # finds no such task and makes a new one, as the fast path would have.
     await redis_client.set(keys.latest("fp-slow"), "tsk_gone")
+    # From the same state: the client's queue clock (fair queueing) as the first one found it.
+    await redis_client.delete(keys.client_queue("alice"))
     slow = await store.submit(*_pair(2, "fp-slow"), reusable=lambda task: False)
 
     assert fast.new_task and slow.new_task

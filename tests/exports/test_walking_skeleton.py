@@ -15,7 +15,7 @@ EXPORT = {
     "fields": ["connection_data.remote_address", "created_time", "event_type", "id"],
     "site_id": 5193,
     # Loopback with nothing listening (allowed by the test stack): no traffic leaves the machine.
-    "callback_url": "http://127.0.0.1:9/hooks/exports",
+    "callback_url": "http://127.0.0.1:1024/hooks/exports",
     "metadata": {"ticket": "OPS-12"},
 }
 

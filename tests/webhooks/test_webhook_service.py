@@ -100,7 +100,7 @@ async def completed_export(runtime: Runtime, callback_url: str) -> tuple[ExportR
     task = await runtime.store.get_task(record.task_id)
     assert task is not None
     record = record.model_copy(update={"callback_url": callback_url})
-    done = task.model_copy(update={"status": "completed", "links": ["http://127.0.0.1:9/1.csv"]})
+    done = task.model_copy(update={"status": "completed", "links": ["http://127.0.0.1:1024/1.csv"]})
     return record, Export.of(record, done)
 
 
@@ -226,7 +226,7 @@ async def test_a_client_without_a_webhook_secret_cannot_name_a_callback(
     queue = await ArqJobQueue.connect(config)
     built = build_runtime(config, queue)
     try:
-        request = ExportRequest(callback_url="http://127.0.0.1:9/hook")
+        request = ExportRequest(callback_url="http://127.0.0.1:1024/hook")
         await built.exports.submit("alice", request)
         with pytest.raises(InvalidRequest) as refused:
             await built.exports.submit("bob", request)
