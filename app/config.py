@@ -70,12 +70,18 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(5, gt=0)
     worker_metrics_port: int = Field(0, ge=0, le=65535)
     worker_shutdown_seconds: int = Field(25, ge=1)
+    # Redis in production: Sentinel, TLS, and a killed worker's jobs handed back.
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    redis_sentinel_master: str = "mymaster"
+    redis_tls_ca_file: str | None = None
+    worker_recovery_seconds: float = Field(15, gt=0)
 
     _split_lists = field_validator(
         "api_keys",
         "webhook_secrets",
         "webhook_allowed_networks",
         "webhook_retry_schedule",
+        "redis_sentinels",
         mode="before",
     )(_split)
 

@@ -23,8 +23,9 @@ from prometheus_client import start_http_server
 from app.config import get_settings
 from app.exports.sweep import Sweeper
 from app.platform.gc_tuning import tune_gc
+from app.platform.heartbeat import new_worker_id
 from app.platform.logs import bind, configure_for, json_from_import
-from app.platform.queue import ArqJobQueue, redis_settings
+from app.platform.queue import ArqJobQueue, arq_redis, redis_settings
 from app.platform.redis_retry import reconnecting
 from app.wiring.runtime import build_runtime
 from worker import tasks
@@ -35,6 +36,7 @@ from worker.outage import (
     reconnecting_settings,
     survives_redis_outage,
 )
+from worker.recovery import Recovery
 
 # uvloop's event loop, as the API's under uvicorn: arq creates its loop with the policy's
 # ``get_event_loop()`` after importing this module. Every poll step writes to and reads from
@@ -74,7 +76,8 @@ async def startup(ctx: dict[str, Any]) -> None:
         grace_seconds=settings.sweep_grace_seconds,
         repairs={"expiry": repair_expiry, "deliveries": runtime.webhooks.repair},
     )
-    ctx["chores"] = chores = WorkerChores(runtime, sweeper)
+    ctx["recovery"] = recovery = Recovery(queue, new_worker_id(), settings.worker_recovery_seconds)
+    ctx["chores"] = chores = WorkerChores(runtime, sweeper, recovery)
     await chores.start()
     ctx["lane"] = lane = DeliveryLane(
         pool=ctx["redis"],
@@ -85,6 +88,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         job_timeout=settings.worker_job_timeout_seconds,
         max_tries=MAX_TRIES,
         on_job_start=job_start,
+        after_job_end=job_end,
     )
     lane.start()
     tune_gc()
@@ -109,6 +113,11 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 async def job_start(ctx: dict[str, Any]) -> None:
     bind(job_id=ctx.get("job_id"), job_try=ctx.get("job_try"))
+    await ctx["recovery"].hold(ctx)
+
+
+async def job_end(ctx: dict[str, Any]) -> None:
+    await ctx["recovery"].release(ctx)
 
 
 MAX_TRIES = 20
@@ -124,12 +133,17 @@ class WorkerSettings:
     on_startup = startup
     on_shutdown = shutdown
     on_job_start = job_start
+    after_job_end = job_end
+    # arq's pool, built by app.platform.connections as every other client (Sentinel, TLS),
+    # with the worker's reconnect policy. (redis_settings: the same, for ``arq --check``.)
+    redis_pool = reconnecting(arq_redis(_settings), _settings.worker_redis_retry_seconds)
     redis_settings: RedisSettings = reconnecting_settings(
         redis_settings(_settings), _settings.worker_redis_retry_seconds
     )
     max_jobs = _settings.worker_max_jobs
     poll_delay = _settings.queue_poll_seconds
-    # A job killed with its worker runs again on another after this (plus arq's 10 s).
+    # A job killed with its worker runs again once another worker sees the lapse
+    # (GATEWAY_WORKER_RECOVERY_SECONDS, worker.recovery), else after this plus arq's 10 s.
     job_timeout = _settings.worker_job_timeout_seconds
     keep_result = 0
     max_tries = MAX_TRIES

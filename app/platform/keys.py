@@ -23,6 +23,8 @@ All keys start with ``gw:`` so that an operator can tell them from arq's own ``a
     gw:events:pending              ZSET   webhook event ids still being delivered, scored by when
                                           their next attempt is due (ms), for the sweep
     gw:workers                     ZSET   worker ids scored by their last heartbeat (unix seconds)
+    gw:worker:{worker_id}:jobs     HASH   arq job ids the worker runs now -> the absolute expiry
+                                          (ms) of each one's arq:in-progress marker
     gw:sweep:lock                  STR    the worker sweeping now (one sweep per interval)
 
 One arq queue is ours to name, though arq owns what is in it:
@@ -44,6 +46,10 @@ UPSTREAM_REQUESTS = f"{PREFIX}upstream:requests"
 WORKERS = f"{PREFIX}workers"
 SWEEP_LOCK = f"{PREFIX}sweep:lock"
 EVENTS_PENDING = f"{PREFIX}events:pending"
+
+
+def worker_jobs(worker_id: str) -> str:
+    return f"{PREFIX}worker:{worker_id}:jobs"
 
 
 def export(export_id: str) -> str:

@@ -70,6 +70,14 @@ WEBHOOK_DEAD_LETTERS = Counter(
 REDIS_ERRORS = Counter(
     "gateway_redis_errors", "Redis commands that failed (connection, timeout, ...)", ["where"]
 )
+WORKERS_RECOVERED = Counter(
+    "gateway_workers_recovered",
+    "Workers found dead (heartbeat lapsed for GATEWAY_WORKER_RECOVERY_SECONDS) whose jobs this "
+    "process handed back",
+)
+JOBS_HANDED_BACK = Counter(
+    "gateway_jobs_handed_back", "Jobs a dead worker held that this process let run again at once"
+)
 SWEEP_RUNS = Counter("gateway_sweep_runs", "Self-healing sweeps run by this process")
 SWEEP_REPAIRS = Counter(
     "gateway_sweep_repairs",

@@ -1,0 +1,87 @@
+"""A killed worker's jobs run again within ``GATEWAY_WORKER_RECOVERY_SECONDS``, not minutes.
+
+arq marks a job it starts as in progress until the worker's job_timeout + 10 s have passed
+(130 s by default): a worker killed mid-job (SIGKILL, OOM, power loss) leaves its jobs marked,
+and no other worker runs them before the marks expire. So each worker keeps a list of the jobs
+it holds, beside its heartbeat:
+
+* ``hold`` (arq's ``on_job_start``, both lanes) adds the job, with the identity of arq's mark;
+* ``release`` (arq's ``after_job_end``, once arq has recorded the outcome) removes it;
+* ``recover`` (every heartbeat) looks for workers whose heartbeat is older than the recovery
+  window and hands their jobs back: arq's mark is removed for exactly the jobs that worker
+  held, if the mark is still the one it set (``app.platform.queue.ArqJobQueue.hand_back``), and
+  any worker picks them up on its next poll. The worker is forgotten in the same atomic step,
+  so only one live worker does it. Each hand-back is counted (``gateway_workers_recovered``,
+  ``gateway_jobs_handed_back``) and logged.
+
+A live worker beats every ``recovery_seconds / 3`` at least (``app.platform.heartbeat``), from
+a task of its own, so a slow job does not make its worker look dead. Only a worker whose event
+loop stalls for the whole window (or whose clock is that far off) would be taken for dead while
+its jobs run on: its next beat logs it, and the steps are idempotent.
+
+Every hook swallows Redis errors (counted, logged): a hook that raised would make arq fail the
+job, and a job that was not recorded only loses the fast path (arq's own expiry still frees it).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from app.platform import metrics
+from app.platform.heartbeat import lapsed_workers
+from app.platform.queue import ArqJobQueue
+
+log = logging.getLogger(__name__)
+
+
+class Recovery:
+    def __init__(self, queue: ArqJobQueue, worker_id: str, recovery_seconds: float) -> None:
+        self.queue = queue
+        self.worker_id = worker_id
+        self.recovery_seconds = recovery_seconds
+
+    async def hold(self, ctx: dict[str, Any]) -> None:
+        try:
+            await self.queue.hold(self.worker_id, str(ctx["job_id"]))
+        except RedisError as exc:
+            metrics.REDIS_ERRORS.labels("recovery").inc()
+            log.warning("could not record a held job", extra={"error": type(exc).__name__})
+
+    async def release(self, ctx: dict[str, Any]) -> None:
+        try:
+            await self.queue.release(self.worker_id, str(ctx["job_id"]))
+        except RedisError as exc:  # a stale entry is harmless: its mark is gone or newer
+            metrics.REDIS_ERRORS.labels("recovery").inc()
+            log.warning("could not release a held job", extra={"error": type(exc).__name__})
+
+    async def recover(self) -> int:
+        """Hand back the jobs of every worker presumed dead; the number of jobs."""
+        redis = self.queue.pool
+        cutoff, lapsed = await lapsed_workers(redis, self.recovery_seconds)
+        total = 0
+        for worker_id in lapsed:
+            if worker_id == self.worker_id:
+                continue  # our own beat is late: we are alive, our next beat says so
+            jobs = await self.queue.hand_back(worker_id, cutoff)
+            if jobs is None:
+                continue
+            total += len(jobs)
+            metrics.WORKERS_RECOVERED.inc()
+            metrics.JOBS_HANDED_BACK.inc(len(jobs))
+            log.warning(
+                "worker presumed dead: its jobs handed back",
+                extra={
+                    "dead_worker_id": worker_id,
+                    "jobs": len(jobs),
+                    "job_ids": jobs[:20],
+                    "silent_seconds": self.recovery_seconds,
+                },
+            )
+        return total
+
+    async def forget(self) -> None:
+        """A clean shutdown: every job has ended, nothing is held."""
+        await self.queue.forget_held(self.worker_id)
