@@ -15,6 +15,8 @@ read, as they do when another process got there first.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -43,7 +45,10 @@ def redis_retry(total_seconds: float) -> Retry:
     return Retry(backoff, retries)
 
 
-def reconnecting(client: Redis, total_seconds: float) -> Redis:
+RedisClient = TypeVar("RedisClient", bound=Redis)
+
+
+def reconnecting(client: RedisClient, total_seconds: float) -> RedisClient:
     """Give ``client`` (and every connection its pool makes from now on) the retry policy."""
     retry = redis_retry(total_seconds)
     errors = retry_errors()
