@@ -43,6 +43,7 @@ class WorkerChores:
     async def start(self) -> None:
         settings = self.runtime.settings
         await self.heartbeat.beat()  # ready as soon as the worker is up
+        self.recovery.beat_succeeded()
         log.info("worker started", extra={"worker_id": self.worker_id})
         interval = beat_interval(
             settings.heartbeat_seconds,
@@ -65,7 +66,13 @@ class WorkerChores:
         log.info("worker stopped", extra={"worker_id": self.worker_id})
 
     async def _beat(self) -> None:
-        if not await self.heartbeat.beat():
+        try:
+            present = await self.heartbeat.beat()
+        except RedisError:
+            self.recovery.beat_failed()
+            raise
+        self.recovery.beat_succeeded()
+        if not present:
             log.error(
                 "this worker was presumed dead (no heartbeat for %g s): jobs it held may have "
                 "been handed to another worker",

@@ -82,7 +82,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["lane"] = lane = DeliveryLane(
         pool=ctx["redis"],
         functions=[_job(tasks.deliver_event)],
-        ctx={"runtime": runtime},
+        ctx={"runtime": runtime, "recovery": recovery},
         max_jobs=settings.worker_delivery_jobs,
         poll_delay=settings.queue_poll_seconds,
         job_timeout=settings.worker_job_timeout_seconds,

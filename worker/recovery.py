@@ -15,7 +15,10 @@ it holds, beside its heartbeat:
   ``gateway_jobs_handed_back``) and logged.
 
 A live worker beats every ``recovery_seconds / 3`` at least (``app.platform.heartbeat``), from
-a task of its own, so a slow job does not make its worker look dead. Only a worker whose event
+a task of its own, so a slow job does not make its worker look dead. When Redis itself was
+away (a restart, a failover), every worker's beats failed alike: so a worker judges others only
+after its own beats have succeeded for a whole recovery window, by which time every live
+worker has beaten again. Only a worker whose event
 loop stalls for the whole window (or whose clock is that far off) would be taken for dead while
 its jobs run on: its next beat logs it, and the steps are idempotent.
 
@@ -26,6 +29,7 @@ job, and a job that was not recorded only loses the fast path (arq's own expiry 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -42,6 +46,20 @@ class Recovery:
         self.queue = queue
         self.worker_id = worker_id
         self.recovery_seconds = recovery_seconds
+        self._healthy_since: float | None = None
+
+    def beat_succeeded(self) -> None:
+        if self._healthy_since is None:
+            self._healthy_since = time.monotonic()
+
+    def beat_failed(self) -> None:
+        self._healthy_since = None
+
+    def may_judge(self) -> bool:
+        """Whether this worker has reached Redis for a whole recovery window without a break
+        (so a silent worker is silent for a reason of its own, not Redis's)."""
+        since = self._healthy_since
+        return since is not None and time.monotonic() - since >= self.recovery_seconds
 
     async def hold(self, ctx: dict[str, Any]) -> None:
         try:
@@ -59,6 +77,8 @@ class Recovery:
 
     async def recover(self) -> int:
         """Hand back the jobs of every worker presumed dead; the number of jobs."""
+        if not self.may_judge():
+            return 0
         redis = self.queue.pool
         cutoff, lapsed = await lapsed_workers(redis, self.recovery_seconds)
         total = 0

