@@ -23,7 +23,7 @@ from arq.worker import Worker, func
 from app.config import Settings
 from app.platform import keys
 from app.platform.localredis import LocalRedis, free_port
-from app.platform.queue import ArqJobQueue, arq_redis
+from app.platform.queue import IN_PROGRESS_EXTRA_SECONDS, ArqJobQueue, arq_redis
 from app.platform.redis_retry import reconnecting
 from tests.support import wait_until
 from worker.outage import PINNED_ARQ, POLL_PAUSE_SECONDS, keep_polling_through_outages
@@ -86,7 +86,9 @@ async def test_a_running_jobs_mark_is_all_that_keeps_it_from_running_again(
         await wait_until(lambda: held.starts == 1, timeout=10)
         mark = "arq:in-progress:layout-1"
         ttl = await arq_pool.pttl(mark)
-        assert 0 < ttl <= (JOB_TIMEOUT + 10) * 1000  # arq: job_timeout + 10 s
+        # arq: job_timeout + 10 s (what free_orphans dates a mark by)
+        assert ttl > (JOB_TIMEOUT + IN_PROGRESS_EXTRA_SECONDS) * 1000 - 2000
+        assert ttl <= (JOB_TIMEOUT + IN_PROGRESS_EXTRA_SECONDS) * 1000
         assert await arq_pool.exists("arq:job:layout-1") == 1
         assert await arq_pool.zscore("arq:queue", "layout-1") is not None
 
@@ -130,6 +132,32 @@ async def test_the_jobs_of_a_worker_that_beat_within_the_window_are_never_handed
     assert await queue.hand_back("live-worker", time.time() - 5) is None
     assert await arq_pool.exists(mark) == 1
     assert await arq_pool.hlen(keys.worker_jobs("live-worker")) == 1  # type: ignore[misc]
+
+
+async def test_a_job_marked_by_a_worker_killed_before_recording_it_runs_again_after_the_window(
+    arq_pool: ArqRedis,
+) -> None:
+    held = Held()
+    worker, task = await _run_worker(arq_pool, held)
+    queue = ArqJobQueue(arq_pool)
+    try:
+        await arq_pool.enqueue_job("held_job", _job_id="orphan-1")
+        await arq_pool.enqueue_job("held_job", _job_id="recorded-1")
+        await wait_until(lambda: held.starts == 2, timeout=10)
+        # "recorded-1" is held by a live worker; nobody recorded "orphan-1" (its worker died
+        # between arq's mark and the record).
+        assert await queue.hold("live-worker", "recorded-1")
+        await arq_pool.zadd(keys.WORKERS, {"live-worker": time.time()})
+
+        assert await queue.free_orphans(JOB_TIMEOUT, min_age_seconds=60) == []  # too young
+        await asyncio.sleep(1.2)
+        assert await queue.free_orphans(JOB_TIMEOUT, min_age_seconds=1) == ["orphan-1"]
+
+        assert await arq_pool.exists("arq:in-progress:orphan-1") == 0
+        assert await arq_pool.exists("arq:in-progress:recorded-1") == 1
+        await wait_until(lambda: held.starts == 3, timeout=10)  # orphan-1 runs again
+    finally:
+        await _stop(worker, task, held)
 
 
 def test_the_poll_loop_patch_is_for_the_installed_arq() -> None:

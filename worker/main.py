@@ -76,7 +76,12 @@ async def startup(ctx: dict[str, Any]) -> None:
         grace_seconds=settings.sweep_grace_seconds,
         repairs={"expiry": repair_expiry, "deliveries": runtime.webhooks.repair},
     )
-    ctx["recovery"] = recovery = Recovery(queue, new_worker_id(), settings.worker_recovery_seconds)
+    ctx["recovery"] = recovery = Recovery(
+        queue,
+        new_worker_id(),
+        settings.worker_recovery_seconds,
+        settings.worker_job_timeout_seconds,
+    )
     ctx["chores"] = chores = WorkerChores(runtime, sweeper, recovery)
     await chores.start()
     ctx["lane"] = lane = DeliveryLane(

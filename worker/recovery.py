@@ -11,8 +11,11 @@ it holds, beside its heartbeat:
   window and hands their jobs back: arq's mark is removed for exactly the jobs that worker
   held, if the mark is still the one it set (``app.platform.queue.ArqJobQueue.hand_back``), and
   any worker picks them up on its next poll. The worker is forgotten in the same atomic step,
-  so only one live worker does it. Each hand-back is counted (``gateway_workers_recovered``,
-  ``gateway_jobs_handed_back``) and logged.
+  so only one live worker does it. A job a worker was killed starting (marked by arq, not yet
+  recorded: a window of milliseconds) is found as a mark no worker holds, once it is a
+  recovery window old (``ArqJobQueue.free_orphans``); every worker must then run with the
+  same ``GATEWAY_WORKER_JOB_TIMEOUT_SECONDS``, which dates arq's marks. Each hand-back is
+  counted (``gateway_workers_recovered``, ``gateway_jobs_handed_back``) and logged.
 
 A live worker beats every ``recovery_seconds / 3`` at least (``app.platform.heartbeat``), from
 a task of its own, so a slow job does not make its worker look dead. When Redis itself was
@@ -42,10 +45,17 @@ log = logging.getLogger(__name__)
 
 
 class Recovery:
-    def __init__(self, queue: ArqJobQueue, worker_id: str, recovery_seconds: float) -> None:
+    def __init__(
+        self,
+        queue: ArqJobQueue,
+        worker_id: str,
+        recovery_seconds: float,
+        job_timeout_seconds: float,
+    ) -> None:
         self.queue = queue
         self.worker_id = worker_id
         self.recovery_seconds = recovery_seconds
+        self.job_timeout_seconds = job_timeout_seconds
         self._healthy_since: float | None = None
 
     def beat_succeeded(self) -> None:
@@ -99,6 +109,14 @@ class Recovery:
                     "job_ids": jobs[:20],
                     "silent_seconds": self.recovery_seconds,
                 },
+            )
+        orphans = await self.queue.free_orphans(self.job_timeout_seconds, self.recovery_seconds)
+        if orphans:
+            total += len(orphans)
+            metrics.JOBS_HANDED_BACK.inc(len(orphans))
+            log.warning(
+                "jobs marked running by no live worker handed back",
+                extra={"jobs": len(orphans), "job_ids": orphans[:20]},
             )
         return total
 

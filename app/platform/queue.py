@@ -121,10 +121,48 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 return freed
 """
 )
+# A worker killed between arq marking a job and recording it (a few milliseconds, but a busy
+# worker starts jobs all the time) leaves a mark no worker holds. A due job whose mark no
+# worker (alive, or dead and not yet handed back) holds, and that was set at least
+# ``min_age`` ms ago, is that case: its mark goes too. A live worker records its job
+# milliseconds after the mark; one that had not after a whole recovery window could not reach
+# Redis for that long, and its heartbeat would have lapsed as well.
+_ORPHANS = (
+    _NOW_MS
+    + """
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local workers = redis.call('ZRANGE', KEYS[1], 0, -1)
+local freed = {}
+for _, job in ipairs(due) do
+  local ttl = redis.call('PTTL', ARGV[2] .. job)
+  if ttl > 0 and tonumber(ARGV[3]) - ttl >= tonumber(ARGV[4]) then
+    local held = false
+    for _, worker in ipairs(workers) do
+      if redis.call('HEXISTS', ARGV[5] .. worker .. ARGV[6], job) == 1 then
+        held = true
+        break
+      end
+    end
+    if not held then
+      redis.call('DEL', ARGV[2] .. job)
+      freed[#freed + 1] = job
+    end
+  end
+end
+return freed
+"""
+)
+# Due jobs looked at per queue: the running ones are the earliest due (arq starts jobs in due
+# order), so a bounded look finds them without walking a whole backlog.
+ORPHAN_SCAN_LIMIT = 500
+
 # Two computations of one marker's expiry differ by a millisecond or two (Redis freezes its
 # clock for a script's keys, not for TIME); a marker set by a later run differs by far more
 # (it was set after the first run ended and its job was scheduled and picked up again).
 MARKER_SLACK_MS = 20
+# arq keeps a job's in-progress mark for the worker's job_timeout plus this (arq.worker:
+# ``in_progress_timeout_s``; tests/test_arq_internals.py checks it).
+IN_PROGRESS_EXTRA_SECONDS = 10
 
 
 # Webhook deliveries wait in a queue of their own, served in every worker process by a lane of
@@ -140,6 +178,7 @@ class ArqJobQueue:
         self._enqueue = pool.register_script(_ENQUEUE)
         self._hold = pool.register_script(_HOLD)
         self._hand_back = pool.register_script(_HAND_BACK)
+        self._orphans = pool.register_script(_ORPHANS)
 
     @property
     def queue_key(self) -> str:
@@ -222,6 +261,27 @@ class ArqJobQueue:
         if not outcome or not int(outcome[0]):
             return None
         return [job.decode() if isinstance(job, bytes) else str(job) for job in outcome[1:]]
+
+    async def free_orphans(self, job_timeout_seconds: float, min_age_seconds: float) -> list[str]:
+        """Let due jobs run again whose arq mark no worker holds and is ``min_age_seconds``
+        old; ``job_timeout_seconds``: every worker's (arq's mark lives that long + 10 s)."""
+        mark_ms = round((job_timeout_seconds + IN_PROGRESS_EXTRA_SECONDS) * 1000)
+        prefix, suffix = keys.worker_jobs("\0").split("\0")
+        freed: list[str] = []
+        for queue in self.queue_keys:
+            found = await self._orphans(
+                keys=[keys.WORKERS, queue],
+                args=[
+                    ORPHAN_SCAN_LIMIT,
+                    in_progress_key_prefix,
+                    mark_ms,
+                    round(min_age_seconds * 1000),
+                    prefix,
+                    suffix,
+                ],
+            )
+            freed += [job.decode() if isinstance(job, bytes) else str(job) for job in found]
+        return freed
 
     async def close(self) -> None:
         await self.pool.aclose()
