@@ -22,6 +22,7 @@ from prometheus_client import start_http_server
 
 from app.config import get_settings
 from app.exports.sweep import Sweeper
+from app.platform.connections import described
 from app.platform.gc_tuning import tune_gc
 from app.platform.heartbeat import new_worker_id
 from app.platform.logs import bind, configure_for, json_from_import
@@ -56,6 +57,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     runtime = build_runtime(settings, queue)
     reconnecting(runtime.redis, settings.worker_redis_retry_seconds)
     ctx["runtime"] = runtime
+    log.info("redis", extra={"redis": described(settings)})
     if settings.worker_metrics_port:
         try:
             start_http_server(settings.worker_metrics_port)

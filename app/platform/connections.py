@@ -125,6 +125,16 @@ def master_in_use(redis: Redis) -> str | None:
     return f"{host}:{port}"
 
 
+def described(settings: Settings) -> str:
+    """Where this process finds Redis, for a log line: no password."""
+    if settings.redis_sentinels:
+        return (
+            f"master {settings.redis_sentinel_master!r} via Sentinel "
+            f"{','.join(settings.redis_sentinels)} ({redacted(settings.redis_url)})"
+        )
+    return redacted(settings.redis_url)
+
+
 def redacted(url: str) -> str:
     """``url`` without its password (for logs and messages)."""
     parts = urlsplit(url)

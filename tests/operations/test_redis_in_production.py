@@ -21,7 +21,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.config import Settings
-from app.platform.connections import connect_redis, master_in_use
+from app.platform.connections import connect_redis, described, master_in_use
 from app.platform.localredis import (
     LocalRedis,
     SentinelGroup,
@@ -193,3 +193,16 @@ async def test_readyz_names_no_master_off_sentinel(redis_url: str) -> None:
     await client.ping()
     assert master_in_use(client) is None
     await client.aclose()
+
+
+def test_where_redis_is_is_logged_without_the_password() -> None:
+    on_sentinel = Settings(
+        _env_file=None,
+        redis_url=f"redis://app:{PASSWORD}@ignored/2",
+        redis_sentinels="10.0.0.1:26379,10.0.0.2:26379",
+    )
+    told = described(on_sentinel)
+    assert PASSWORD not in told
+    assert "app:***@" in told and "10.0.0.1:26379,10.0.0.2:26379" in told
+    plain = described(Settings(_env_file=None, redis_url=f"rediss://:{PASSWORD}@cache:6380/0"))
+    assert plain == "rediss://:***@cache:6380/0"
