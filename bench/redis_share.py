@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/redis_share.py [--exports 300] [--workers 1]
 
-A private Redis (its counters reset first), the sandbox upstream (tasks of 2-4 s), one API
+A private Redis (its counters reset first), the sandbox upstream (tasks of 2-4 s, or
+``--task-seconds`` to twice that: longer tasks take more poll steps), one API
 process and ``--workers`` workers. ``--exports`` exports of distinct queries, each with a
 callback, run from submission to the delivered ``export.completed`` webhook. Printed: Redis
 commands per export (from ``INFO commandstats``: every call, scripts counted once each as
@@ -53,10 +54,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--exports", type=int, default=300)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--task-seconds", type=float, default=2, help="shortest sandbox task")
     args = parser.parse_args()
     print_machine()
     with private_run(
-        {"task_seconds": 2, "task_seconds_max": 4},
+        {"task_seconds": args.task_seconds, "task_seconds_max": args.task_seconds * 2},
         GATEWAY_UPSTREAM_MAX_ACTIVE_TASKS="1000",
         GATEWAY_UPSTREAM_MAX_RPS="1000",
         GATEWAY_WEBHOOK_RETRY_SCHEDULE="0.5,1,2",

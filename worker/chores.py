@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 
 from app.exports.sweep import Sweeper
 from app.platform import metrics
-from app.platform.heartbeat import Heartbeat, beat_interval
+from app.platform.heartbeat import Heartbeat
 from app.wiring.runtime import Runtime
 from worker.recovery import Recovery
 
@@ -45,11 +45,7 @@ class WorkerChores:
         await self.heartbeat.beat()  # ready as soon as the worker is up
         self.recovery.beat_succeeded()
         log.info("worker started", extra={"worker_id": self.worker_id})
-        interval = beat_interval(
-            settings.heartbeat_seconds,
-            settings.ready_worker_seconds,
-            settings.worker_recovery_seconds,
-        )
+        interval = self.recovery.beat_seconds
         self._tasks = [
             asyncio.create_task(self._every(interval, self._beat, "heartbeat")),
             asyncio.create_task(self._every(settings.sweep_interval_seconds, self._sweep, "sweep")),
@@ -76,7 +72,7 @@ class WorkerChores:
             log.error(
                 "this worker was presumed dead (no heartbeat for %g s): jobs it held may have "
                 "been handed to another worker",
-                self.runtime.settings.worker_recovery_seconds,
+                self.recovery.silent_seconds,
                 extra={"worker_id": self.worker_id},
             )
         await self.recovery.recover()

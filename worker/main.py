@@ -24,7 +24,7 @@ from app.config import get_settings
 from app.exports.sweep import Sweeper
 from app.platform.connections import described
 from app.platform.gc_tuning import tune_gc
-from app.platform.heartbeat import new_worker_id
+from app.platform.heartbeat import beat_interval, new_worker_id
 from app.platform.logs import bind, configure_for, json_from_import
 from app.platform.queue import ArqJobQueue, arq_redis, redis_settings
 from app.platform.redis_retry import reconnecting
@@ -83,6 +83,11 @@ async def startup(ctx: dict[str, Any]) -> None:
         new_worker_id(),
         settings.worker_recovery_seconds,
         settings.worker_job_timeout_seconds,
+        beat_interval(
+            settings.heartbeat_seconds,
+            settings.ready_worker_seconds,
+            settings.worker_recovery_seconds,
+        ),
     )
     ctx["chores"] = chores = WorkerChores(runtime, sweeper, recovery)
     await chores.start()

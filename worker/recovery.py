@@ -12,16 +12,18 @@ it holds, beside its heartbeat:
   held, if the mark is still the one it set (``app.platform.queue.ArqJobQueue.hand_back``), and
   any worker picks them up on its next poll. The worker is forgotten in the same atomic step,
   so only one live worker does it. A job a worker was killed starting (marked by arq, not yet
-  recorded: a window of milliseconds) is found as a mark no worker holds, once it is a
-  recovery window old (``ArqJobQueue.free_orphans``); every worker must then run with the
+  recorded: a window of milliseconds) is found as a mark no worker holds, once it is as old as
+  a dead worker's silence (``ArqJobQueue.free_orphans``); every worker must then run with the
   same ``GATEWAY_WORKER_JOB_TIMEOUT_SECONDS``, which dates arq's marks. Each hand-back is
   counted (``gateway_workers_recovered``, ``gateway_jobs_handed_back``) and logged.
 
-A live worker beats every ``recovery_seconds / 3`` at least (``app.platform.heartbeat``), from
-a task of its own, so a slow job does not make its worker look dead. When Redis itself was
-away (a restart, a failover), every worker's beats failed alike: so a worker judges others only
-after its own beats have succeeded for a whole recovery window, by which time every live
-worker has beaten again. Only a worker whose event
+Timing, with R = ``GATEWAY_WORKER_RECOVERY_SECONDS``: a live worker beats every ``R / 5`` at
+least (``app.platform.heartbeat``), from a task of its own, so a slow job does not make its
+worker look dead. A worker silent for ``R`` minus one beat (four missed beats) is presumed dead,
+and every worker looks once per beat: a dead worker's jobs are handed back within R of its
+death. When Redis itself was away (a restart, a failover), every worker's beats failed alike:
+so a worker judges others only after its own beats have succeeded for two beat intervals, by
+which time every live worker has beaten again. Only a worker whose event
 loop stalls for the whole window (or whose clock is that far off) would be taken for dead while
 its jobs run on: its next beat logs it, and the steps are idempotent.
 
@@ -51,11 +53,15 @@ class Recovery:
         worker_id: str,
         recovery_seconds: float,
         job_timeout_seconds: float,
+        beat_seconds: float,
     ) -> None:
         self.queue = queue
         self.worker_id = worker_id
         self.recovery_seconds = recovery_seconds
         self.job_timeout_seconds = job_timeout_seconds
+        self.beat_seconds = beat_seconds
+        # silent this long: dead (found at the latest one beat later, so within the window)
+        self.silent_seconds = max(recovery_seconds - beat_seconds, beat_seconds * 2)
         self._healthy_since: float | None = None
 
     def beat_succeeded(self) -> None:
@@ -66,10 +72,10 @@ class Recovery:
         self._healthy_since = None
 
     def may_judge(self) -> bool:
-        """Whether this worker has reached Redis for a whole recovery window without a break
-        (so a silent worker is silent for a reason of its own, not Redis's)."""
+        """Whether this worker has reached Redis for two beat intervals without a break (so a
+        silent worker is silent for a reason of its own, not Redis's)."""
         since = self._healthy_since
-        return since is not None and time.monotonic() - since >= self.recovery_seconds
+        return since is not None and time.monotonic() - since >= 2 * self.beat_seconds
 
     async def hold(self, ctx: dict[str, Any]) -> None:
         try:
@@ -90,7 +96,7 @@ class Recovery:
         if not self.may_judge():
             return 0
         redis = self.queue.pool
-        cutoff, lapsed = await lapsed_workers(redis, self.recovery_seconds)
+        cutoff, lapsed = await lapsed_workers(redis, self.silent_seconds)
         total = 0
         for worker_id in lapsed:
             if worker_id == self.worker_id:
@@ -107,10 +113,10 @@ class Recovery:
                     "dead_worker_id": worker_id,
                     "jobs": len(jobs),
                     "job_ids": jobs[:20],
-                    "silent_seconds": self.recovery_seconds,
+                    "silent_seconds": round(self.silent_seconds, 1),
                 },
             )
-        orphans = await self.queue.free_orphans(self.job_timeout_seconds, self.recovery_seconds)
+        orphans = await self.queue.free_orphans(self.job_timeout_seconds, self.silent_seconds)
         if orphans:
             total += len(orphans)
             metrics.JOBS_HANDED_BACK.inc(len(orphans))

@@ -30,8 +30,8 @@ def beat_interval(
     heartbeat_seconds: float, ready_worker_seconds: float, recovery_seconds: float
 ) -> float:
     """Beat often enough that a live worker never looks stale (nor dead): at least three beats
-    per readiness window and per recovery window."""
-    return max(0.1, min(heartbeat_seconds, ready_worker_seconds / 3, recovery_seconds / 3))
+    per readiness window and five per recovery window."""
+    return max(0.1, min(heartbeat_seconds, ready_worker_seconds / 3, recovery_seconds / 5))
 
 
 class Heartbeat:
@@ -53,10 +53,10 @@ class Heartbeat:
         await self.redis.zrem(keys.WORKERS, self.worker_id)
 
 
-async def lapsed_workers(redis: Redis, recovery_seconds: float) -> tuple[float, list[str]]:
-    """Workers whose last beat is more than ``recovery_seconds`` old (presumed dead), and the
+async def lapsed_workers(redis: Redis, silent_seconds: float) -> tuple[float, list[str]]:
+    """Workers whose last beat is more than ``silent_seconds`` old (presumed dead), and the
     cut-off time they were found with."""
-    cutoff = time.time() - recovery_seconds
+    cutoff = time.time() - silent_seconds
     found = await redis.zrangebyscore(keys.WORKERS, "-inf", f"({cutoff}")
     return cutoff, [m.decode() if isinstance(m, bytes) else str(m) for m in found]
 

@@ -123,10 +123,10 @@ async def test_when_one_of_two_workers_dies_the_survivor_takes_over_without_a_re
 async def test_a_job_held_by_a_live_but_slow_worker_is_never_handed_to_another(
     redis_url: str, upstream_url: str, sandbox: httpx.Client, redis_client: Redis, tmp_path: Path
 ) -> None:
-    # Each poll takes 6 s, three times the recovery window; two workers could both run it.
+    # Each poll takes 6 s, twice the recovery window; two workers could both run it.
     sandbox.post("/_sandbox/config", json={"task_seconds": 1}).raise_for_status()
     with running_stack(
-        redis_url, upstream_url, tmp_path, workers=2, GATEWAY_WORKER_RECOVERY_SECONDS="2"
+        redis_url, upstream_url, tmp_path, workers=2, GATEWAY_WORKER_RECOVERY_SECONDS="3"
     ) as stack:
         stack.wait_ready()
         ids = await _submit(stack, 4, "slow-holder")
