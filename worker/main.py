@@ -125,11 +125,15 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 async def job_start(ctx: dict[str, Any]) -> None:
     bind(job_id=ctx.get("job_id"), job_try=ctx.get("job_try"))
-    await ctx["recovery"].hold(ctx)
+    recovery = ctx.get("recovery")
+    if recovery is not None:  # a hook that raised would fail the job
+        await recovery.hold(ctx)
 
 
 async def job_end(ctx: dict[str, Any]) -> None:
-    await ctx["recovery"].release(ctx)
+    recovery = ctx.get("recovery")
+    if recovery is not None:
+        await recovery.release(ctx)
 
 
 MAX_TRIES = 20

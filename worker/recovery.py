@@ -7,15 +7,16 @@ it holds, beside its heartbeat:
 
 * ``hold`` (arq's ``on_job_start``, both lanes) adds the job, with the identity of arq's mark;
 * ``release`` (arq's ``after_job_end``, once arq has recorded the outcome) removes it;
-* ``recover`` (every heartbeat) looks for workers whose heartbeat is older than the recovery
-  window and hands their jobs back: arq's mark is removed for exactly the jobs that worker
-  held, if the mark is still the one it set (``app.platform.queue.ArqJobQueue.hand_back``), and
-  any worker picks them up on its next poll. The worker is forgotten in the same atomic step,
-  so only one live worker does it. A job a worker was killed starting (marked by arq, not yet
-  recorded: a window of milliseconds) is found as a mark no worker holds, once it is as old as
-  a dead worker's silence (``ArqJobQueue.free_orphans``); every worker must then run with the
-  same ``GATEWAY_WORKER_JOB_TIMEOUT_SECONDS``, which dates arq's marks. Each hand-back is
-  counted (``gateway_workers_recovered``, ``gateway_jobs_handed_back``) and logged.
+* ``recover`` (every heartbeat) looks for workers whose heartbeat has lapsed and hands their
+  jobs back: arq's mark is removed for exactly the jobs that worker held, if the mark is still
+  the one it set (``app.platform.queue.ArqJobQueue.hand_back``), and any worker picks them up
+  on its next poll. The worker is forgotten in the same atomic step, so only one live worker
+  does it. A job a worker was killed starting (marked by arq, not yet recorded: a window of
+  milliseconds) is found in the while after a dead worker was found, as a mark no worker holds
+  once it is as old as a dead worker's silence (``ArqJobQueue.free_orphans``); every worker
+  must then run with the same ``GATEWAY_WORKER_JOB_TIMEOUT_SECONDS``, which dates arq's marks.
+  Each hand-back is counted (``gateway_workers_recovered``, ``gateway_jobs_handed_back``) and
+  logged.
 
 Timing, with R = ``GATEWAY_WORKER_RECOVERY_SECONDS``: a live worker beats every ``R / 5`` at
 least (``app.platform.heartbeat``), from a task of its own, so a slow job does not make its
@@ -63,6 +64,7 @@ class Recovery:
         # silent this long: dead (found at the latest one beat later, so within the window)
         self.silent_seconds = max(recovery_seconds - beat_seconds, beat_seconds * 2)
         self._healthy_since: float | None = None
+        self._orphans_until = 0.0  # look for orphaned marks until then (monotonic)
 
     def beat_succeeded(self) -> None:
         if self._healthy_since is None:
@@ -105,6 +107,8 @@ class Recovery:
             if jobs is None:
                 continue
             total += len(jobs)
+            # its unrecorded marks (if any) come of age within one more silence
+            self._orphans_until = time.monotonic() + self.silent_seconds + 2 * self.beat_seconds
             metrics.WORKERS_RECOVERED.inc()
             metrics.JOBS_HANDED_BACK.inc(len(jobs))
             log.warning(
@@ -116,6 +120,8 @@ class Recovery:
                     "silent_seconds": round(self.silent_seconds, 1),
                 },
             )
+        if time.monotonic() > self._orphans_until:
+            return total
         orphans = await self.queue.free_orphans(self.job_timeout_seconds, self.silent_seconds)
         if orphans:
             total += len(orphans)

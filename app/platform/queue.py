@@ -126,24 +126,23 @@ return freed
 # worker (alive, or dead and not yet handed back) holds, and that was set at least
 # ``min_age`` ms ago, is that case: its mark goes too. A live worker records its job
 # milliseconds after the mark; one that had not after a whole recovery window could not reach
-# Redis for that long, and its heartbeat would have lapsed as well.
+# Redis for that long, and its heartbeat would have lapsed as well. Such marks come only from
+# a dead worker, so this runs only for a while after one was found (``worker.recovery``).
 _ORPHANS = (
     _NOW_MS
     + """
+local held = {}
+for _, worker in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  for _, job in ipairs(redis.call('HKEYS', ARGV[5] .. worker .. ARGV[6])) do
+    held[job] = true
+  end
+end
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-local workers = redis.call('ZRANGE', KEYS[1], 0, -1)
 local freed = {}
 for _, job in ipairs(due) do
-  local ttl = redis.call('PTTL', ARGV[2] .. job)
-  if ttl > 0 and tonumber(ARGV[3]) - ttl >= tonumber(ARGV[4]) then
-    local held = false
-    for _, worker in ipairs(workers) do
-      if redis.call('HEXISTS', ARGV[5] .. worker .. ARGV[6], job) == 1 then
-        held = true
-        break
-      end
-    end
-    if not held then
+  if not held[job] then
+    local ttl = redis.call('PTTL', ARGV[2] .. job)
+    if ttl > 0 and tonumber(ARGV[3]) - ttl >= tonumber(ARGV[4]) then
       redis.call('DEL', ARGV[2] .. job)
       freed[#freed + 1] = job
     end
