@@ -30,6 +30,7 @@ from app.platform.localredis import (
     serves_tls,
     throwaway_tls,
 )
+from app.platform.queue import redis_settings
 from tests.support import Stack, running_stack, wait_until
 from tests.webhooks.receiver import Receiver
 
@@ -206,3 +207,19 @@ def test_where_redis_is_is_logged_without_the_password() -> None:
     assert "app:***@" in told and "10.0.0.1:26379,10.0.0.2:26379" in told
     plain = described(Settings(_env_file=None, redis_url=f"rediss://:{PASSWORD}@cache:6380/0"))
     assert plain == "rediss://:***@cache:6380/0"
+
+
+def test_arqs_own_settings_reach_the_same_sentinels_with_the_same_ca() -> None:
+    settings = Settings(
+        _env_file=None,
+        redis_url="rediss://:pw-123456@ignored/3",
+        redis_sentinels="10.0.0.1:26379,[::1]:26380",
+        redis_sentinel_master="gateway",
+        redis_tls_ca_file="/etc/ca.pem",
+    )
+    arq_settings = redis_settings(settings)
+    assert arq_settings.sentinel is True
+    assert arq_settings.host == [("10.0.0.1", 26379), ("::1", 26380)]
+    assert arq_settings.sentinel_master == "gateway"
+    assert (arq_settings.ssl, arq_settings.ssl_ca_certs) == (True, "/etc/ca.pem")
+    assert arq_settings.database == 3
