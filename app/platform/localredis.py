@@ -158,8 +158,9 @@ class SentinelGroup:
     name: str = "mymaster"
     servers: list[LocalRedis] = field(default_factory=list)
 
-    def start(self) -> SentinelGroup:
-        durable = ["--appendfsync", "always"]
+    def start(self, timeout: float = 30.0) -> SentinelGroup:
+        # (Redis 7 waits 5 s before a replica's first full sync unless told not to.)
+        durable = ["--appendfsync", "always", "--repl-diskless-sync-delay", "0"]
         master = LocalRedis(self.data_dir / "master", persistent=True, args=durable).start()
         self.servers.append(master)
         replica = LocalRedis(
@@ -168,6 +169,7 @@ class SentinelGroup:
             args=[*durable, "--replicaof", "127.0.0.1", str(master.port)],
         ).start()
         self.servers.append(replica)
+        self._wait_in_sync(replica, timeout)
         sentinel = LocalRedis(
             self.data_dir / "sentinel",
             sentinel=True,
@@ -180,6 +182,19 @@ class SentinelGroup:
         ).start()
         self.servers.append(sentinel)
         return self
+
+    def _wait_in_sync(self, replica: LocalRedis, timeout: float) -> None:
+        """Until the replica has its first full copy: promoted before that, it would be empty."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with socket.create_connection(("127.0.0.1", replica.port), timeout=2) as sock:
+                sock.sendall(b"INFO replication\r\n")
+                time.sleep(0.05)
+                if b"master_link_status:up" in sock.recv(65536):
+                    return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"the replica did not sync within {timeout} s")
 
     @property
     def master(self) -> LocalRedis:

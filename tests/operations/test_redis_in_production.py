@@ -144,6 +144,7 @@ async def test_a_sentinel_failover_loses_no_export_and_no_webhook_and_restarts_n
 
         await wait_until(lambda: delivered() >= set(ids), timeout=30)
         assert all(process.poll() is None for process in stack.processes)  # none restarted
+        assert "presumed dead" not in stack.log_text()  # nobody's jobs were handed back
         assert len(stack.processes) == 3
         ready = httpx.get(f"{stack.api_url}/readyz", timeout=5).json()
         assert ready["redis_master"] == f"127.0.0.1:{sentinel_group.replica.port}"
