@@ -26,6 +26,7 @@ from app.platform.localredis import LocalRedis, free_port
 from app.platform.queue import IN_PROGRESS_EXTRA_SECONDS, ArqJobQueue, arq_redis
 from app.platform.redis_retry import reconnecting
 from tests.support import wait_until
+from worker.chores import cancel_and_wait
 from worker.outage import PINNED_ARQ, POLL_PAUSE_SECONDS, keep_polling_through_outages
 
 JOB_TIMEOUT = 30
@@ -66,8 +67,9 @@ async def _run_worker(pool: ArqRedis, held: Held) -> tuple[Worker, asyncio.Task[
 async def _stop(worker: Worker, task: asyncio.Task[None], held: Held) -> None:
     held.release.set()
     await asyncio.wait_for(asyncio.gather(*worker.tasks.values()), 10)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    # (one cancel can be swallowed by redis-py's wait_for on Python 3.11: cancel until it ends)
+    await cancel_and_wait([task])
+    assert task.done()
 
 
 def test_arqs_key_names_are_those_the_hand_back_touches() -> None:
