@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     # Set by ``export-gateway run`` only: allows the short keys of a laptop.
     dev_runner: bool = False
 
+    # Redis in production: Sentinel, TLS, and a killed worker's jobs handed back.
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    redis_sentinel_master: str = "mymaster"
+    redis_tls_ca_file: str | None = None
+    worker_recovery_seconds: float = Field(15, gt=0)
+
     _split_lists = field_validator(
         "api_keys",
         "admin_keys",
@@ -104,6 +110,7 @@ class Settings(BaseSettings):
         "webhook_allowed_networks",
         "file_allowed_networks",
         "webhook_retry_schedule",
+        "redis_sentinels",
         mode="before",
     )(_split)
 

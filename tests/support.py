@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 from fastapi import FastAPI
 
@@ -266,3 +267,18 @@ class S3Server:
         if self.process is not None:
             stop_process(self.process)
             self.process = None
+
+
+SYSTEM_TOOLS = "GATEWAY_TEST_SYSTEM_TOOLS"
+
+
+def needs_system_tool(available: bool, how: str) -> None:
+    """For a test that needs something only the system's packages bring (Debian's Chromium,
+    a redis-server built with TLS, openssl). CI installs them and sets
+    ``GATEWAY_TEST_SYSTEM_TOOLS=required``: there a missing tool fails the test. Elsewhere
+    (a newcomer's machine) the test is skipped with one line saying how to run it."""
+    if available:
+        return
+    if os.environ.get(SYSTEM_TOOLS) == "required":
+        pytest.fail(how, pytrace=False)
+    pytest.skip(how)

@@ -21,7 +21,7 @@ def test_ci_runs_exactly_the_readmes_test_command_on_the_embedded_redis() -> Non
     assert "--require-hashes -r requirements-dev.lock" in command
     lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert lines[-1] == command
-    assert "export GATEWAY_LOCAL_REDIS=embedded" in lines
+    assert "export GATEWAY_LOCAL_REDIS=embedded GATEWAY_TEST_SYSTEM_TOOLS=required" in lines
 
 
 def test_the_readmes_two_commands_install_the_same_way() -> None:

@@ -1,8 +1,9 @@
 """The periodic chores of a worker process, run as background tasks beside arq's job loop.
 
 * heartbeat: every few seconds the worker writes its own member of ``gw:workers`` (what
-  ``/readyz`` reads) and refreshes the queue gauges of its metrics port; the member is removed
-  on a clean shutdown;
+  ``/readyz`` reads), hands back the jobs of any worker whose heartbeat lapsed
+  (``worker.recovery``) and refreshes the queue gauges of its metrics port; the member is
+  removed on a clean shutdown;
 * sweep: every ``GATEWAY_SWEEP_INTERVAL_SECONDS`` one worker (whichever claims the interval
   first) runs the self-healing sweep.
 
@@ -23,25 +24,28 @@ from redis.exceptions import RedisError
 
 from app.exports.sweep import Sweeper
 from app.platform import metrics
-from app.platform.heartbeat import Heartbeat, beat_interval, new_worker_id
+from app.platform.heartbeat import Heartbeat
 from app.wiring.runtime import Runtime
+from worker.recovery import Recovery
 
 log = logging.getLogger(__name__)
 
 
 class WorkerChores:
-    def __init__(self, runtime: Runtime, sweeper: Sweeper) -> None:
+    def __init__(self, runtime: Runtime, sweeper: Sweeper, recovery: Recovery) -> None:
         self.runtime = runtime
         self.sweeper = sweeper
-        self.worker_id = new_worker_id()
+        self.recovery = recovery
+        self.worker_id = recovery.worker_id
         self.heartbeat = Heartbeat(runtime.redis, self.worker_id)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         settings = self.runtime.settings
         await self.heartbeat.beat()  # ready as soon as the worker is up
+        self.recovery.beat_succeeded()
         log.info("worker started", extra={"worker_id": self.worker_id})
-        interval = beat_interval(settings.heartbeat_seconds, settings.ready_worker_seconds)
+        interval = self.recovery.beat_seconds
         self._tasks = [
             asyncio.create_task(self._every(interval, self._beat, "heartbeat")),
             asyncio.create_task(self._every(settings.sweep_interval_seconds, self._sweep, "sweep")),
@@ -51,13 +55,27 @@ class WorkerChores:
         await cancel_and_wait(self._tasks)
         self._tasks = []
         try:
+            await self.recovery.forget()
             await self.heartbeat.remove()
         except RedisError:
             metrics.REDIS_ERRORS.labels("heartbeat").inc()
         log.info("worker stopped", extra={"worker_id": self.worker_id})
 
     async def _beat(self) -> None:
-        await self.heartbeat.beat()
+        try:
+            present = await self.heartbeat.beat()
+        except RedisError:
+            self.recovery.beat_failed()
+            raise
+        self.recovery.beat_succeeded()
+        if not present:
+            log.error(
+                "this worker was presumed dead (no heartbeat for %g s): jobs it held may have "
+                "been handed to another worker",
+                self.recovery.silent_seconds,
+                extra={"worker_id": self.worker_id},
+            )
+        await self.recovery.recover()
         await metrics.refresh_queue_gauges(
             self.runtime.redis,
             job_queue_keys=self.sweeper.queue.queue_keys,

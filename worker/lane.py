@@ -50,6 +50,7 @@ class DeliveryLane:
         job_timeout: float,
         max_tries: int,
         on_job_start: StartupShutdown | None = None,
+        after_job_end: StartupShutdown | None = None,
     ) -> None:
         self.worker = Worker(
             functions=list(functions),
@@ -64,6 +65,7 @@ class DeliveryLane:
             allow_abort_jobs=False,
             handle_signals=False,
             on_job_start=on_job_start,
+            after_job_end=after_job_end,
         )
         self._task: asyncio.Task[None] | None = None
 

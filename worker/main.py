@@ -22,9 +22,11 @@ from prometheus_client import start_http_server
 
 from app.config import get_settings
 from app.exports.sweep import Sweeper
+from app.platform.connections import described
 from app.platform.gc_tuning import tune_gc
+from app.platform.heartbeat import beat_interval, new_worker_id
 from app.platform.logs import bind, configure_for, json_from_import
-from app.platform.queue import ArqJobQueue, redis_settings
+from app.platform.queue import ArqJobQueue, arq_redis, redis_settings
 from app.platform.redis_retry import reconnecting
 from app.wiring.runtime import build_runtime
 from worker import tasks
@@ -35,6 +37,7 @@ from worker.outage import (
     reconnecting_settings,
     survives_redis_outage,
 )
+from worker.recovery import Recovery
 
 # uvloop's event loop, as the API's under uvicorn: arq creates its loop with the policy's
 # ``get_event_loop()`` after importing this module. Every poll step writes to and reads from
@@ -54,6 +57,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     runtime = build_runtime(settings, queue)
     reconnecting(runtime.redis, settings.worker_redis_retry_seconds)
     ctx["runtime"] = runtime
+    log.info("redis", extra={"redis": described(settings)})
     if settings.worker_metrics_port:
         try:
             start_http_server(settings.worker_metrics_port)
@@ -78,17 +82,29 @@ async def startup(ctx: dict[str, Any]) -> None:
             "archive": runtime.archive.repair,
         },
     )
-    ctx["chores"] = chores = WorkerChores(runtime, sweeper)
+    ctx["recovery"] = recovery = Recovery(
+        queue,
+        new_worker_id(),
+        settings.worker_recovery_seconds,
+        settings.worker_job_timeout_seconds,
+        beat_interval(
+            settings.heartbeat_seconds,
+            settings.ready_worker_seconds,
+            settings.worker_recovery_seconds,
+        ),
+    )
+    ctx["chores"] = chores = WorkerChores(runtime, sweeper, recovery)
     await chores.start()
     ctx["lane"] = lane = DeliveryLane(
         pool=ctx["redis"],
         functions=[_job(tasks.deliver_event)],
-        ctx={"runtime": runtime},
+        ctx={"runtime": runtime, "recovery": recovery},
         max_jobs=settings.worker_delivery_jobs,
         poll_delay=settings.queue_poll_seconds,
         job_timeout=settings.worker_job_timeout_seconds,
         max_tries=MAX_TRIES,
         on_job_start=job_start,
+        after_job_end=job_end,
     )
     lane.start()
     ctx["archive_report"] = asyncio.create_task(runtime.archive.report_readiness())
@@ -117,6 +133,15 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 async def job_start(ctx: dict[str, Any]) -> None:
     bind(job_id=ctx.get("job_id"), job_try=ctx.get("job_try"))
+    recovery = ctx.get("recovery")
+    if recovery is not None:  # a hook that raised would fail the job
+        await recovery.hold(ctx)
+
+
+async def job_end(ctx: dict[str, Any]) -> None:
+    recovery = ctx.get("recovery")
+    if recovery is not None:
+        await recovery.release(ctx)
 
 
 MAX_TRIES = 20
@@ -132,12 +157,17 @@ class WorkerSettings:
     on_startup = startup
     on_shutdown = shutdown
     on_job_start = job_start
+    after_job_end = job_end
+    # arq's pool, built by app.platform.connections as every other client (Sentinel, TLS),
+    # with the worker's reconnect policy. (redis_settings: the same, for ``arq --check``.)
+    redis_pool = reconnecting(arq_redis(_settings), _settings.worker_redis_retry_seconds)
     redis_settings: RedisSettings = reconnecting_settings(
         redis_settings(_settings), _settings.worker_redis_retry_seconds
     )
     max_jobs = _settings.worker_max_jobs
     poll_delay = _settings.queue_poll_seconds
-    # A job killed with its worker runs again on another after this (plus arq's 10 s).
+    # A job killed with its worker runs again once another worker sees the lapse
+    # (GATEWAY_WORKER_RECOVERY_SECONDS, worker.recovery), else after this plus arq's 10 s.
     job_timeout = _settings.worker_job_timeout_seconds
     keep_result = 0
     max_tries = MAX_TRIES

@@ -14,6 +14,14 @@ steps. ``survives_redis_outage`` turns a Redis connection or timeout error that 
 client's own reconnect policy (app.platform.redis_retry) into ``arq.Retry``: arq runs the job
 again a few seconds later (up to the worker's ``max_tries``). Steps are idempotent, so a rerun
 is safe.
+
+This is the one module that reaches into arq's private internals, and only where arq offers no
+supported way: the poll loop (``Worker._poll_iteration``, with ``job_counter`` and ``sem``) has
+no hook for an error of its own. Everything else uses arq's public surface (``arq.Retry``,
+``on_job_start``/``after_job_end``, a ``redis_pool`` built by ``app.platform.connections``
+with redis-py's jittered ``Retry``). The patch is written for ``PINNED_ARQ`` and refuses to
+load on any other version (``tests/test_arq_internals.py`` has a test per patched behaviour):
+an arq upgrade means reading ``Worker._poll_iteration`` and ``start_jobs`` again.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
+import arq
 from arq import Retry
 from arq.connections import RedisSettings
 from arq.worker import Worker
@@ -36,6 +45,7 @@ from app.platform.redis_retry import redis_retry, retry_errors
 
 log = logging.getLogger(__name__)
 
+PINNED_ARQ = "0.28.0"
 RETRY_IN_SECONDS = 5.0
 POLL_PAUSE_SECONDS = 1.0
 
@@ -65,6 +75,11 @@ def reconnecting_settings(settings: RedisSettings, total_seconds: float) -> Redi
 def keep_polling_through_outages() -> None:
     """Patch arq's ``Worker._poll_iteration`` (arq is pinned to 0.28.0) so that a Redis error
     in it pauses the worker instead of ending it. Idempotent."""
+    if arq.VERSION != PINNED_ARQ:
+        raise RuntimeError(
+            f"worker/outage.py patches arq {PINNED_ARQ}'s poll loop; arq {arq.VERSION} is "
+            "installed: check Worker._poll_iteration and start_jobs, then update PINNED_ARQ"
+        )
     original = Worker._poll_iteration
     if getattr(original, "survives_redis_outages", False):
         return

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        if not env.get("GATEWAY_REDIS_URL"):
+        if not env.get("GATEWAY_REDIS_URL") and not env.get("GATEWAY_REDIS_SENTINELS"):
             redis = LocalRedis(STATE_DIR / "redis", port=args.redis_port or free_port())
             redis.persistent = True
             redis.start()

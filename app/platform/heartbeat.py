@@ -26,10 +26,12 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def beat_interval(heartbeat_seconds: float, ready_worker_seconds: float) -> float:
-    """Beat often enough that a live worker never looks stale: at least three beats per
-    readiness window."""
-    return max(0.1, min(heartbeat_seconds, ready_worker_seconds / 3))
+def beat_interval(
+    heartbeat_seconds: float, ready_worker_seconds: float, recovery_seconds: float
+) -> float:
+    """Beat often enough that a live worker never looks stale (nor dead): at least three beats
+    per readiness window and five per recovery window."""
+    return max(0.1, min(heartbeat_seconds, ready_worker_seconds / 3, recovery_seconds / 5))
 
 
 class Heartbeat:
@@ -37,15 +39,26 @@ class Heartbeat:
         self.redis = redis
         self.worker_id = worker_id
 
-    async def beat(self) -> None:
+    async def beat(self) -> bool:
+        """Beat; False when this worker's member was missing (the first beat, or the worker
+        was presumed dead meanwhile: its heartbeat lapsed, and its jobs were handed back)."""
         now = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zadd(keys.WORKERS, {self.worker_id: now})
             pipe.zremrangebyscore(keys.WORKERS, "-inf", now - FORGET_AFTER_SECONDS)
-            await pipe.execute()
+            added, _ = await pipe.execute()
+        return not added
 
     async def remove(self) -> None:
         await self.redis.zrem(keys.WORKERS, self.worker_id)
+
+
+async def lapsed_workers(redis: Redis, silent_seconds: float) -> tuple[float, list[str]]:
+    """Workers whose last beat is more than ``silent_seconds`` old (presumed dead), and the
+    cut-off time they were found with."""
+    cutoff = time.time() - silent_seconds
+    found = await redis.zrangebyscore(keys.WORKERS, "-inf", f"({cutoff}")
+    return cutoff, [m.decode() if isinstance(m, bytes) else str(m) for m in found]
 
 
 async def newest_beat_age(redis: Redis) -> float | None:

@@ -34,6 +34,8 @@ All keys start with ``gw:`` so that an operator can tell them from arq's own ``a
     gw:webhooks:gave_up            ZSET   webhook events given up on, scored by when (ms), one
                                           day kept (the console's health strip)
     gw:workers                     ZSET   worker ids scored by their last heartbeat (unix seconds)
+    gw:worker:{worker_id}:jobs     HASH   arq job ids the worker runs now -> the absolute expiry
+                                          (ms) of each one's arq:in-progress marker
     gw:sweep:lock                  STR    the worker sweeping now (one sweep per interval)
     gw:archive:pending             ZSET   completed task ids whose archive copy is still to be
                                           made, scored by when its next attempt is due (ms)
@@ -69,6 +71,10 @@ ARCHIVE_KEPT = f"{PREFIX}archive:kept"
 ALL_EXPORTS = f"{PREFIX}exports:all"
 WEBHOOK_GIVE_UPS = f"{PREFIX}webhooks:gave_up"
 CONSOLE_SECRET = f"{PREFIX}console:secret"
+
+
+def worker_jobs(worker_id: str) -> str:
+    return f"{PREFIX}worker:{worker_id}:jobs"
 
 
 def export(export_id: str) -> str:

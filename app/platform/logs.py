@@ -8,7 +8,7 @@ same handler.
 
 Secrets never belong in a log line, and the code never puts one there; as a last line of
 defence the formatter also replaces every configured secret (upstream token, API keys, webhook
-secrets) by ``[redacted]`` should one ever slip into a message.
+secrets, the Redis password) by ``[redacted]`` should one ever slip into a message.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from app.config import Settings
 
@@ -123,6 +124,9 @@ def secret_values(settings: Settings) -> list[str]:
         if value and not value.startswith("sha256:"):
             found.append(value)
             found.append(value.removeprefix("whsec_"))
+    redis_password = urlsplit(settings.redis_url).password
+    if redis_password:
+        found += [redis_password, unquote(redis_password)]
     return found
 
 

@@ -105,6 +105,14 @@ ARCHIVE_VERIFICATIONS = Counter(
 ARCHIVE_DELETED = Counter(
     "gateway_archive_deleted", "Archived copies deleted at the end of their retention"
 )
+WORKERS_RECOVERED = Counter(
+    "gateway_workers_recovered",
+    "Workers found dead (heartbeat lapsed for GATEWAY_WORKER_RECOVERY_SECONDS) whose jobs this "
+    "process handed back",
+)
+JOBS_HANDED_BACK = Counter(
+    "gateway_jobs_handed_back", "Jobs a dead worker held that this process let run again at once"
+)
 SWEEP_RUNS = Counter("gateway_sweep_runs", "Self-healing sweeps run by this process")
 ISOLATED_FAILURES = Counter(
     "gateway_isolated_failures",

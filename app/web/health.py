@@ -1,6 +1,7 @@
 """Operations routes: ``/healthz`` (the process answers), ``/readyz`` (it can work: Redis
 answers, a worker beat recently and, when one is configured, the archive can be written and
-read back) and ``/metrics`` (Prometheus text format)."""
+read back; on Sentinel it also names the master in use, ``redis_master``) and ``/metrics``
+(Prometheus text format)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from app.platform import metrics
+from app.platform.connections import master_in_use
 from app.platform.errors import PROBLEM_JSON
 from app.platform.heartbeat import newest_beat_age
 from app.web.deps import RuntimeDep
@@ -45,15 +47,20 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
     except Exception:  # any failure to reach Redis means "not ready"
         metrics.REDIS_ERRORS.labels("api").inc()
         return _not_ready("Redis does not answer", redis="down")
+    master = master_in_use(runtime.redis)
+    on_sentinel = {"redis_master": master} if master is not None else {}
     if age is None:
-        return _not_ready("no worker has reported", redis="up", worker_seconds_ago=None)
+        return _not_ready(
+            "no worker has reported", redis="up", worker_seconds_ago=None, **on_sentinel
+        )
     if age > window:
         return _not_ready(
             f"no worker has reported in the last {window:g} s (newest {age:.0f} s ago)",
             redis="up",
             worker_seconds_ago=round(age, 1),
+            **on_sentinel,
         )
-    ready = {"redis": "up", "worker_seconds_ago": round(age, 1)}
+    ready = {"redis": "up", "worker_seconds_ago": round(age, 1), **on_sentinel}
     if runtime.archive.enabled:
         reason = await runtime.archive.readiness()
         if reason is not None:

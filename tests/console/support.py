@@ -11,15 +11,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 
+from tests.support import needs_system_tool
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 INSTALL_HINT = (
-    "the console's browser tests need Debian's Chromium: run .ci/install-browser "
+    "the console's browser tests need Debian's Chromium: run .ci/install-system-tools "
     "(as root: apt-get install -y chromium chromium-driver)"
 )
 ADMIN_KEY = "ops-admin-key-0123456789"
@@ -45,9 +46,8 @@ def console_client(api_url: str) -> httpx.AsyncClient:
 
 
 def browser_available() -> None:
-    """Fail (never skip) with one line saying how to install the browser when it is missing."""
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail(INSTALL_HINT, pytrace=False)
+    """One line saying how to install the browser when it is missing (a failure in CI)."""
+    needs_system_tool(CHROMIUM.exists() and CHROMEDRIVER.exists(), INSTALL_HINT)
 
 
 @contextmanager
