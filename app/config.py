@@ -71,6 +71,16 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(0, ge=0, le=65535)
     worker_shutdown_seconds: int = Field(25, ge=1)
 
+    # Feeds: incremental sync on a schedule.
+    feed_settle_seconds: float = Field(300, ge=0)
+    client_max_feeds: int = Field(100, ge=0)
+    # Extensions: how often each worker looks for due feeds; attempts per window and the wait
+    # before the first retry (doubling after each); where runs' windowed CSVs are kept.
+    feed_scheduler_seconds: float = Field(10, gt=0)
+    feed_run_attempts: int = Field(3, ge=1)
+    feed_retry_seconds: float = Field(60, ge=0)
+    feed_files_dir: str = ".gateway/feeds"
+
     _split_lists = field_validator(
         "api_keys",
         "webhook_secrets",

@@ -4,7 +4,9 @@
   ``/readyz`` reads) and refreshes the queue gauges of its metrics port; the member is removed
   on a clean shutdown;
 * sweep: every ``GATEWAY_SWEEP_INTERVAL_SECONDS`` one worker (whichever claims the interval
-  first) runs the self-healing sweep.
+  first) runs the self-healing sweep;
+* feeds: every ``GATEWAY_FEED_SCHEDULER_SECONDS`` every worker starts the feed runs that are
+  due (each run is claimed on its feed, so it starts once across all workers).
 
 Why a loop and not an arq cron job: arq's cron fires at wall-clock seconds (at most once a
 second, at fixed marks), which makes an interval like 1 s for tests or 45 s in production
@@ -22,6 +24,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from app.exports.sweep import Sweeper
+from app.feeds.scheduler import FeedScheduler
 from app.platform import metrics
 from app.platform.heartbeat import Heartbeat, beat_interval, new_worker_id
 from app.wiring.runtime import Runtime
@@ -35,6 +38,7 @@ class WorkerChores:
         self.sweeper = sweeper
         self.worker_id = new_worker_id()
         self.heartbeat = Heartbeat(runtime.redis, self.worker_id)
+        self.scheduler = FeedScheduler(runtime.feeds)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -45,6 +49,7 @@ class WorkerChores:
         self._tasks = [
             asyncio.create_task(self._every(interval, self._beat, "heartbeat")),
             asyncio.create_task(self._every(settings.sweep_interval_seconds, self._sweep, "sweep")),
+            asyncio.create_task(self._every(settings.feed_scheduler_seconds, self._feeds, "feeds")),
         ]
 
     async def stop(self) -> None:
@@ -74,6 +79,9 @@ class WorkerChores:
                 "sweep repaired stalled work",
                 extra={"repairs": dict(report.repairs), "dispatched": report.dispatched},
             )
+
+    async def _feeds(self) -> None:
+        await self.scheduler.tick()
 
     @staticmethod
     async def _every(seconds: float, chore: Callable[[], Awaitable[None]], name: str) -> None:

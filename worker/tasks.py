@@ -61,4 +61,8 @@ async def deliver_event(ctx: Ctx, subject: str) -> None:
     await _runtime(ctx).webhooks.deliver(*parse_delivery_subject(subject))
 
 
-FUNCTIONS = [start_task, poll_task, warn_expiring, expire_task, deliver_event]
+async def cut_feed_run(ctx: Ctx, export_id: str) -> None:
+    await _runtime(ctx).feeds.cut_run(export_id)
+
+
+FUNCTIONS = [start_task, poll_task, warn_expiring, expire_task, deliver_event, cut_feed_run]

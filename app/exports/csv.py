@@ -23,8 +23,9 @@ upstream token), follows no redirect and reads no proxy settings from the enviro
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -168,8 +169,14 @@ class CsvDownload:
     http: httpx.AsyncClient
     first: httpx.Response | None
     links: list[str] = field(default_factory=list)
+    # A feed run's CSV is the gateway's own stored file, not upstream's links.
+    stored: Callable[[], AsyncIterator[bytes]] | None = None
 
     async def body(self) -> AsyncIterator[bytes]:
+        if self.stored is not None:
+            async for chunk in self.stored():
+                yield chunk
+            return
         merger = CsvMerger()
         count = len(self.links)
         try:
@@ -232,12 +239,25 @@ async def _open_file(
     return response
 
 
+class StoredFiles(Protocol):
+    def read(self, key: str) -> AsyncIterator[bytes]:
+        """The bytes of a stored object, streamed."""
+        ...
+
+
 class CsvService:
     """Opens an export's merged CSV for a caller; no framework code here."""
 
-    def __init__(self, *, exports: ExportService, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        *,
+        exports: ExportService,
+        http: httpx.AsyncClient,
+        stored_files: StoredFiles | None = None,
+    ) -> None:
         self.exports = exports
         self.http = http
+        self.stored_files = stored_files
 
     async def open(self, client_id: str, export_id: str) -> CsvDownload:
         export, _ = await self.exports.get(client_id, export_id)
@@ -257,9 +277,23 @@ class CsvService:
                 f"export {export.id} is {export.status}: {hint}",
                 extra={"export_status": export.status},
             )
+        if export.feed_id is not None:
+            return await self._feed_run_file(export)
         links = list(export.links)
         first = None
         if links:
             first = await _open_file(self.http, links[0], 1, len(links), mid_stream=False)
         log.info("csv download", extra={"export_id": export.id, "files": len(links)})
         return CsvDownload(export, csv_filename(export), self.http, first, links)
+
+    async def _feed_run_file(self, export: Export) -> CsvDownload:
+        """A completed feed run's own windowed file, from the gateway's store."""
+        record = await self.exports.store.get_export(export.id)
+        run = record.run_file if record is not None else None
+        if run is None or run.object_key is None or self.stored_files is None:
+            raise Gone(f"the windowed CSV of feed run {export.id} is no longer stored")
+        key, files = run.object_key, self.stored_files
+        log.info("csv download", extra={"export_id": export.id, "stored": True})
+        return CsvDownload(
+            export, csv_filename(export), self.http, None, [], lambda: files.read(key)
+        )

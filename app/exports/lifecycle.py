@@ -44,6 +44,13 @@ class Notifier(Protocol):
         ...
 
 
+class FeedRuns(Protocol):
+    async def task_finished(self, record: ExportRecord, task: TaskRecord, event: EventType) -> None:
+        """A feed run's task reached ``event``: the feed takes it from here (its run is not
+        done until its windowed CSV is written, and it sends its own webhooks)."""
+        ...
+
+
 class TaskLifecycle:
     def __init__(
         self,
@@ -53,12 +60,14 @@ class TaskLifecycle:
         queue: JobQueue,
         upstream: UpstreamClient,
         notifier: Notifier | None,
+        feed_runs: FeedRuns | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.queue = queue
         self.upstream = upstream
         self.notifier = notifier
+        self.feed_runs = feed_runs
 
     # -- slots -----------------------------------------------------------------------------
 
@@ -424,11 +433,15 @@ class TaskLifecycle:
             )
 
     async def notify_followers(self, task: TaskRecord, event_type: EventType) -> None:
-        if self.notifier is None:
-            return
         export_ids = await self.store.task_export_ids(task.id)
         for record in await self.store.get_exports(export_ids):
-            if record is None or record.canceled_at is not None or not record.callback_url:
+            if record is None or record.canceled_at is not None:
+                continue
+            if record.feed_id is not None:
+                if self.feed_runs is not None:
+                    await self.feed_runs.task_finished(record, task, event_type)
+                continue
+            if self.notifier is None or not record.callback_url:
                 continue
             await self.notifier.publish(record, Export.of(record, task), event_type)
 

@@ -24,6 +24,10 @@ All keys start with ``gw:`` so that an operator can tell them from arq's own ``a
                                           their next attempt is due (ms), for the sweep
     gw:workers                     ZSET   worker ids scored by their last heartbeat (unix seconds)
     gw:sweep:lock                  STR    the worker sweeping now (one sweep per interval)
+    gw:feed:{feed_id}              JSON   one feed: its query, schedule, watermark, current run
+    gw:feed:{feed_id}:runs         ZSET   export ids of the feed's runs, scored by creation (ms)
+    gw:client:{client_id}:feeds    ZSET   the client's feed ids, scored by creation time (ms)
+    gw:feeds:due                   ZSET   feed ids the scheduler must look at, scored by when (ms)
 
 One arq queue is ours to name, though arq owns what is in it:
 
@@ -44,6 +48,7 @@ UPSTREAM_REQUESTS = f"{PREFIX}upstream:requests"
 WORKERS = f"{PREFIX}workers"
 SWEEP_LOCK = f"{PREFIX}sweep:lock"
 EVENTS_PENDING = f"{PREFIX}events:pending"
+FEEDS_DUE = f"{PREFIX}feeds:due"
 
 
 def export(export_id: str) -> str:
@@ -96,3 +101,15 @@ def export_events(export_id: str) -> str:
 
 def export_attempts(export_id: str) -> str:
     return f"{PREFIX}export:{export_id}:attempts"
+
+
+def feed(feed_id: str) -> str:
+    return f"{PREFIX}feed:{feed_id}"
+
+
+def feed_runs(feed_id: str) -> str:
+    return f"{PREFIX}feed:{feed_id}:runs"
+
+
+def client_feeds(client_id: str) -> str:
+    return f"{PREFIX}client:{client_id}:feeds"

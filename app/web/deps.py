@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.exports.csv import CsvService
 from app.exports.service import ExportService
+from app.feeds.service import FeedService
 from app.platform.logs import bind
 from app.webhooks.service import WebhookService
 from app.wiring.runtime import Runtime
@@ -36,6 +37,11 @@ async def get_exports(request: Request) -> ExportService:
 async def get_csv(request: Request) -> CsvService:
     runtime: Runtime = request.app.state.runtime
     return runtime.csv
+
+
+async def get_feeds(request: Request) -> FeedService:
+    runtime: Runtime = request.app.state.runtime
+    return runtime.feeds
 
 
 async def get_webhooks(request: Request) -> WebhookService:
@@ -74,6 +80,7 @@ ExportsDep = Annotated[ExportService, Depends(get_exports)]
 CsvDep = Annotated[CsvService, Depends(get_csv)]
 ClientId = Annotated[str, Depends(get_client_id)]
 WebhooksDep = Annotated[WebhookService, Depends(get_webhooks)]
+FeedsDep = Annotated[FeedService, Depends(get_feeds)]
 
 
 @dataclass(frozen=True, slots=True)

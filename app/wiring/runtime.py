@@ -8,6 +8,7 @@ worker's ``on_startup`` to a few lines, and guarantees both are wired identicall
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 from redis.asyncio import Redis
@@ -18,6 +19,9 @@ from app.exports.idempotency import IdempotencyKeys
 from app.exports.lifecycle import Notifier, TaskLifecycle
 from app.exports.service import ExportService
 from app.exports.store import ExportStore
+from app.feeds.files import LocalRunFiles
+from app.feeds.service import FeedService
+from app.feeds.store import FeedStore
 from app.platform.connections import connect_redis
 from app.platform.jobs import JobQueue
 from app.platform.ratelimit import ClientRateLimiter
@@ -52,6 +56,7 @@ class Runtime:
     csv: CsvService
     idempotency: IdempotencyKeys
     rate_limiter: ClientRateLimiter
+    feeds: FeedService
 
     async def close(self) -> None:
         await self.catalog.close()
@@ -126,7 +131,22 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         follow_redirects=False,
         trust_env=False,
     )
-    csv = CsvService(exports=exports, http=link_http)
+    # Feed runs' windowed CSVs (a stand-in for the object storage: see app/feeds/files.py).
+    run_files = LocalRunFiles(Path(settings.feed_files_dir))
+    csv = CsvService(exports=exports, http=link_http, stored_files=run_files)
+    feeds = FeedService(
+        settings=settings,
+        store=FeedStore(redis, record_ttl=settings.record_retention_seconds),
+        exports=exports,
+        export_store=store,
+        queue=queue,
+        notifier=notifier,
+        files=run_files,
+        link_http=link_http,
+        callbacks=webhooks,
+        catalog=catalog,
+    )
+    lifecycle.feed_runs = feeds
     return Runtime(
         settings,
         redis,
@@ -143,4 +163,5 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         csv,
         IdempotencyKeys(redis),
         ClientRateLimiter(redis, settings.client_rate_limit_per_minute),
+        feeds,
     )
