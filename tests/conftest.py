@@ -18,7 +18,7 @@ from redis.asyncio import Redis as AsyncRedis
 from app.platform.localredis import LocalRedis
 from app.sandbox.config import SandboxConfig
 from app.sandbox.server import create_app
-from tests.support import SANDBOX_TOKEN, ServerThread, Stack, running_stack
+from tests.support import SANDBOX_TOKEN, S3Server, ServerThread, Stack, running_stack
 
 _databases = itertools.cycle(range(1, 16))
 
@@ -111,3 +111,31 @@ async def shared_redis(redis_server: LocalRedis) -> AsyncIterator[AsyncRedis]:
     client = AsyncRedis(port=redis_server.port, db=SHARED_DB, decode_responses=True)
     yield client
     await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-protocol server (moto's) for the whole session; its ``AWS_*`` variables are
+    set in this process's environment, so stores built here and processes started by the
+    stacks (which inherit the environment) reach it."""
+    server = S3Server(tmp_path_factory.mktemp("s3")).start()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in server.environment().items():
+            patch.setenv(name, value)
+        yield server
+    server.stop()
+
+
+_buckets = itertools.count()
+
+
+@pytest.fixture(params=["file", "s3"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty object store, once as a ``file://`` directory and once as an S3 bucket on
+    the suite's S3 server: tests taking it run against both."""
+    if request.param == "file":
+        return f"file://{tmp_path / 'objects'}"
+    server: S3Server = request.getfixturevalue("s3_server")
+    bucket = f"archive-{next(_buckets)}"
+    server.create_bucket(bucket)
+    return f"s3://{bucket}/gateway"

@@ -209,3 +209,56 @@ async def wait_until(predicate: Any, timeout: float = 20, interval: float = 0.1)
             return
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+# -- object storage --------------------------------------------------------------------------
+
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "test-access-key-id",
+    "AWS_SECRET_ACCESS_KEY": "test-secret-access-key-0123456789",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ALLOW_HTTP": "true",
+}
+
+
+@dataclass
+class S3Server:
+    """moto's standalone S3-protocol server, as a process on a free port of 127.0.0.1."""
+
+    logs: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        """The ``AWS_*`` variables a client of this server needs."""
+        return {**S3_CREDENTIALS, "AWS_ENDPOINT_URL": self.url}
+
+    def start(self) -> S3Server:
+        with (self.logs / "moto.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=log,
+                stderr=log,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"moto server exited; see {self.logs}")
+            try:
+                httpx.get(f"{self.url}/moto-api/", timeout=1)
+                return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("moto server did not start")
+
+    def create_bucket(self, bucket: str) -> None:
+        # moto does not check signatures: a plain PUT creates the bucket.
+        httpx.put(f"{self.url}/{bucket}", timeout=10).raise_for_status()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)

@@ -132,5 +132,7 @@ def test_no_import_cycle_between_rooms() -> None:
 
 
 def test_the_platform_stands_on_nothing_but_config() -> None:
-    above = sorted(room for room in _room_graph().get("app.platform", set()) if room != "app.config")
+    above = sorted(
+        room for room in _room_graph().get("app.platform", set()) if room != "app.config"
+    )
     assert above == []
