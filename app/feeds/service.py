@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from app.archive.storage import ObjectStorage, StorageError
 from app.config import Settings
 from app.exports.csv import CsvDownload, CsvStreamError
 from app.exports.lifecycle import EventType, Notifier
@@ -47,7 +48,6 @@ from app.exports.schemas import (
 )
 from app.exports.service import CallbackCheck, ExportService, FeedRunOrder, new_export_id
 from app.exports.store import ExportStore
-from app.feeds.files import RunFileError, RunFiles
 from app.feeds.schedule import ScheduleError, check_schedule, next_fire
 from app.feeds.schemas import (
     IMMUTABLE_MEMBERS,
@@ -128,7 +128,7 @@ class FeedService:
         export_store: ExportStore,
         queue: JobQueue,
         notifier: Notifier | None,
-        files: RunFiles,
+        files: ObjectStorage,
         link_http: httpx.AsyncClient,
         callbacks: CallbackCheck | None = None,
         catalog: FieldCatalog | None = None,
@@ -442,7 +442,7 @@ class FeedService:
         except WindowCutError as exc:  # the data itself: trying again cannot help
             await self._cut_failed(record, ErrorInfo(code=BAD_ROW, message=str(exc)), True)
             return
-        except (CsvStreamError, RunFileError) as exc:
+        except (CsvStreamError, StorageError) as exc:
             message = f"the run's CSV could not be written: {exc}"
             await self._cut_failed(record, ErrorInfo(code="feed_cut_failed", message=message))
             return

@@ -13,13 +13,13 @@ from pathlib import Path
 import httpx
 from redis.asyncio import Redis
 
+from app.archive.storage import open_storage
 from app.config import Settings
 from app.exports.csv import CsvService
 from app.exports.idempotency import IdempotencyKeys
 from app.exports.lifecycle import Notifier, TaskLifecycle
 from app.exports.service import ExportService
 from app.exports.store import ExportStore
-from app.feeds.files import LocalRunFiles
 from app.feeds.service import FeedService
 from app.feeds.store import FeedStore
 from app.platform.connections import connect_redis
@@ -74,6 +74,14 @@ def upstream_http(settings: Settings) -> httpx.AsyncClient:
         follow_redirects=False,
         trust_env=False,
     )
+
+
+def feed_storage_url(settings: Settings) -> str:
+    """Where feed runs' CSVs go: ``GATEWAY_FEED_STORAGE_URL``, else ``.gateway/feeds`` under
+    the working directory."""
+    if settings.feed_storage_url:
+        return settings.feed_storage_url
+    return "file://" + str(Path(".gateway/feeds").resolve())
 
 
 def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
@@ -131,8 +139,8 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         follow_redirects=False,
         trust_env=False,
     )
-    # Feed runs' windowed CSVs (a stand-in for the object storage: see app/feeds/files.py).
-    run_files = LocalRunFiles(Path(settings.feed_files_dir))
+    # Feed runs' windowed CSVs: the gateway's own files, in the object storage.
+    run_files = open_storage(feed_storage_url(settings))
     csv = CsvService(exports=exports, http=link_http, stored_files=run_files)
     feeds = FeedService(
         settings=settings,
