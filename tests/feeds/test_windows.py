@@ -8,6 +8,7 @@ fast enough for hypothesis to try many arrival times and window edges."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -85,7 +86,7 @@ def test_consecutive_windows_hold_every_record_of_the_span_exactly_once(
     state = SandboxState(
         SandboxConfig(timeline=records, strict_filters=True, now="2030-01-01T00:00:00Z")
     )
-    windows = [Window(start=a, end=b) for a, b in zip(edges, edges[1:], strict=False)]
+    windows = [Window(start=a, end=b) for a, b in itertools.pairwise(edges)]
 
     async def all_runs() -> list[list[str]]:
         return [(await _run_window(state, "event_type==agreed", w))[0] for w in windows]
