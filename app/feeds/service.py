@@ -25,6 +25,7 @@ import binascii
 import logging
 import re
 import secrets
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -437,13 +438,26 @@ class FeedService:
         count = CutCount()
         name = f"feeds/{record.feed_id}/{record.id}.csv"
         download = CsvDownload(Export.of(record, task), name, self.link_http, None, task.links)
+        source_failure: list[Exception] = []
+        window = record.window
+
+        async def windowed() -> AsyncIterator[bytes]:
+            # The store reports a failing source as its own failure: keep the real one.
+            try:
+                async for piece in cut(download.body(), window, count):
+                    yield piece
+            except (WindowCutError, CsvStreamError) as exc:
+                source_failure.append(exc)
+                raise
+
         try:
-            written = await self.files.write(name, cut(download.body(), record.window, count))
-        except WindowCutError as exc:  # the data itself: trying again cannot help
-            await self._cut_failed(record, ErrorInfo(code=BAD_ROW, message=str(exc)), True)
-            return
-        except (CsvStreamError, StorageError) as exc:
-            message = f"the run's CSV could not be written: {exc}"
+            written = await self.files.write(name, windowed())
+        except (WindowCutError, CsvStreamError, StorageError) as exc:
+            cause = source_failure[0] if source_failure else exc
+            if isinstance(cause, WindowCutError):  # the data itself: trying again cannot help
+                await self._cut_failed(record, ErrorInfo(code=BAD_ROW, message=str(cause)), True)
+                return
+            message = f"the run's CSV could not be written: {cause}"
             await self._cut_failed(record, ErrorInfo(code="feed_cut_failed", message=message))
             return
         now = utcnow()
