@@ -28,7 +28,7 @@ _Cursor = Annotated[
     "exactly the activity created since the previous one. 409 beyond the client's feed limit.",
     responses={
         201: {"headers": {"Location": {"schema": {"type": "string"}}}},
-        **problem_responses(409, 422),
+        **problem_responses(400, 409, 413, 415, 422),
     },
 )
 async def create_feed(
@@ -58,7 +58,7 @@ async def get_feed(feed_id: str, client_id: ClientId, feeds: FeedsDep) -> Feed:
     description="The query (`filter`, `fields`, `site_id`, `start_from`) cannot change (422): "
     "a changed query would break exactly-once delivery, so create a new feed instead. "
     "Resuming a paused feed catches up in one run covering the whole gap.",
-    responses=problem_responses(422),
+    responses=problem_responses(400, 413, 415, 422),
 )
 async def patch_feed(feed_id: str, body: FeedPatch, client_id: ClientId, feeds: FeedsDep) -> Feed:
     return await feeds.patch(client_id, feed_id, body)
