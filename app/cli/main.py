@@ -7,6 +7,8 @@ export-gateway sandbox   only the sandbox upstream
 export-gateway submit | status | list | cancel | check
                          the HTTP client (see app/cli/client.py for exit codes)
 export-gateway download  stream an export's CSV (GET /v1/exports/{id}/csv) to a file
+export-gateway feeds create | list | run | pause | resume
+                         feeds: exports on a schedule (see app/cli/feeds.py)
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import httpx
 from pydantic import SecretStr
 
 from app.cli import client as cli_client
+from app.cli import feeds as cli_feeds
 from app.platform.localredis import LocalRedis, free_port
 from app.webhooks.signing import WebhookSigner
 
@@ -222,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     download_cmd.set_defaults(handler=download)
 
     cli_client.register(commands)
+    cli_feeds.register(commands)
 
     args = parser.parse_args(argv)
     return cli_client.run_command(args)

@@ -8,9 +8,13 @@ import asyncio
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -488,3 +492,40 @@ async def test_two_workers_never_start_the_same_run_twice(
     runs = (await api.get(f"/v1/feeds/{feed['id']}/runs")).json()["data"]
     assert [r["id"] for r in runs] == started
     assert (await feed_of(api, feed["id"]))["running_export_id"] == started[0]
+
+
+def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update(GATEWAY_URL=stack.api_url, GATEWAY_API_KEY=KEYS["alice"])
+    script = str(Path(sys.executable).parent / "export-gateway")
+    return subprocess.run(
+        [script, "feeds", *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+async def test_the_cli_creates_lists_runs_pauses_and_resumes_feeds(
+    shared_stack: Stack, sandbox: httpx.Client
+) -> None:
+    Timeline(sandbox).add(never_finish=True)
+    start = iso(now() - timedelta(hours=1))
+    created = _cli(
+        shared_stack, "create", "--schedule", "0 3 * * *", "--filter", "event_type==agreed",
+        "--fields", "id,event_type", "--site-id", "7113", "--start-from", start, "--paused",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    feed = json.loads(created.stdout)
+    assert feed["paused"] is True and feed["schedule"] == "0 3 * * *"
+    listed = _cli(shared_stack, "list", "--limit", "100")
+    assert feed["id"] in [f["id"] for f in json.loads(listed.stdout)["data"]]
+    resumed = _cli(shared_stack, "resume", feed["id"])
+    assert json.loads(resumed.stdout)["paused"] is False
+    assert json.loads(resumed.stdout)["next_run_at"].endswith("T03:00:00Z")
+    paused = _cli(shared_stack, "pause", feed["id"])
+    assert json.loads(paused.stdout)["paused"] is True
+    ran = _cli(shared_stack, "run", feed["id"])
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["feed_id"] == feed["id"]
+    again = _cli(shared_stack, "run", feed["id"])
+    assert again.returncode == 1 and "HTTP 409" in again.stderr
+    bad = _cli(shared_stack, "create", "--schedule", "every day")
+    assert bad.returncode == 1 and "schedule" in bad.stderr
