@@ -7,7 +7,7 @@ retry the same window. ``Feed`` is what callers see.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
@@ -81,6 +81,9 @@ class FeedCreate(BaseModel):
         return value if value is None or value.strip() else None
 
 
+# How often the scheduler looks at a run in progress, to move on what a crash left half-done.
+RUN_CHECK = timedelta(seconds=60)
+
 IMMUTABLE_MEMBERS = ("filter", "fields", "site_id", "start_from")
 
 
@@ -134,9 +137,10 @@ class FeedRecord(BaseModel):
     run: RunState | None = None
 
     def due_at(self) -> datetime | None:
-        """When the scheduler must next look at the feed (None: never, until changed)."""
+        """When the scheduler must next look at the feed (None: never, until changed): its
+        next run, or while a run is in progress, its retry or a check on how it is doing."""
         if self.run is not None:
-            return self.run.retry_at or self.next_run_at or self.run.started_at
+            return self.run.retry_at or self.run.started_at + RUN_CHECK
         return None if self.paused else self.next_run_at
 
 

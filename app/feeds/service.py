@@ -52,6 +52,7 @@ from app.exports.store import ExportStore
 from app.feeds.schedule import ScheduleError, check_schedule, next_fire
 from app.feeds.schemas import (
     IMMUTABLE_MEMBERS,
+    RUN_CHECK,
     Feed,
     FeedCreate,
     FeedPage,
@@ -305,7 +306,11 @@ class FeedService:
                     continue
                 if feed.run is not None:
                     feed = await self._reconcile(feed, now)
-                    if feed is None or feed.run is not None:
+                    if feed is None:
+                        continue
+                    if feed.run is not None:
+                        if feed.run.retry_at is None:  # still running: check again later
+                            await self.store.due_again(feed_id, now + RUN_CHECK)
                         continue
                 if feed.paused or feed.next_run_at is None or feed.next_run_at > now:
                     continue

@@ -114,6 +114,10 @@ class FeedStore:
         ids = await self.redis.zrangebyscore(keys.FEEDS_DUE, "-inf", _ms(now), start=0, num=limit)
         return [str(i) for i in ids]
 
+    async def due_again(self, feed_id: str, at: datetime) -> None:
+        """Look at the feed again at ``at`` (only if it is still in the index)."""
+        await self.redis.zadd(keys.FEEDS_DUE, {feed_id: _ms(at)}, xx=True)
+
     async def forget_due(self, feed_id: str) -> None:
         await self.redis.zrem(keys.FEEDS_DUE, feed_id)
 

@@ -23,7 +23,9 @@ from arq.connections import create_pool
 from pydantic import SecretStr
 
 from app.config import Settings
+from app.exports.schemas import Window
 from app.feeds.scheduler import FeedScheduler
+from app.feeds.schemas import FeedRecord, RunState
 from app.platform.queue import ArqJobQueue, redis_settings
 from app.wiring.runtime import Runtime, build_runtime
 from tests.support import KEYS, SANDBOX_TOKEN, Stack, wait_for, wait_until
@@ -529,3 +531,25 @@ async def test_the_cli_creates_lists_runs_pauses_and_resumes_feeds(
     assert again.returncode == 1 and "HTTP 409" in again.stderr
     bad = _cli(shared_stack, "create", "--schedule", "every day")
     assert bad.returncode == 1 and "schedule" in bad.stderr
+
+
+async def test_a_run_claimed_but_never_submitted_is_submitted_by_a_later_tick_under_its_id(
+    api: httpx.AsyncClient, sandbox: httpx.Client, runtimes: list[Runtime]
+) -> None:
+    start = now() - timedelta(hours=1)
+    Timeline(sandbox).add(record("y", start + timedelta(minutes=2)))
+    feed = await create_feed(api, 7114, start_from=iso(start))
+    claimed_at = now() - timedelta(minutes=2)
+    window = Window(start=start, end=claimed_at - timedelta(seconds=SETTLE))
+    lost = RunState(export_id="exp_" + "L" * 22, window=window, started_at=claimed_at)
+
+    def crash_after_claim(current: FeedRecord) -> FeedRecord:
+        return current.model_copy(update={"run": lost})
+
+    feeds = runtimes[0].feeds
+    await feeds.store.update(feed["id"], crash_after_claim)  # the claim, and nothing after it
+    assert await FeedScheduler(feeds).tick() == []  # it only moves the lost run on
+    done = await wait_for(api, lost.export_id, timeout=30)
+    assert done["status"] == "completed" and done["feed_id"] == feed["id"]
+    assert [r["id"] for r in await rows(api, lost.export_id)] == ["y"]
+    assert (await feed_of(api, feed["id"]))["watermark"] == done["window"]["to"]
