@@ -70,6 +70,19 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(5, gt=0)
     worker_metrics_port: int = Field(0, ge=0, le=65535)
     worker_shutdown_seconds: int = Field(25, ge=1)
+    # The archive: the gateway's own copy of each completed export's CSV (README, "Archive").
+    archive_url: str | None = None
+    archive_retention_seconds: float = Field(31_536_000, ge=0)  # 0: kept for ever
+    archive_retry_seconds: float = Field(5, gt=0)  # first wait after a failed copy, doubling
+    archive_retry_max_seconds: float = Field(600, gt=0)
+    archive_max_attempts: int = Field(12, ge=1)
+    archive_verify_sample: int = Field(1, ge=0)  # archived copies re-read per sweep
+    archive_ready_cache_seconds: float = Field(10, ge=0)  # /readyz probes the store this often
+
+    @field_validator("archive_url", mode="before")
+    @classmethod
+    def _blank_archive_is_off(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     # Feeds: incremental sync on a schedule.
     feed_settle_seconds: float = Field(300, ge=0)

@@ -6,6 +6,7 @@ installs the one problem+json error handler and mounts the routers.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -35,10 +36,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime = build_runtime(settings, queue)
     app.state.runtime = runtime
     app.state.api_keys = ApiKeys(settings.api_key_digests())
+    # Logged in the background: a store that does not answer must not hold up start-up.
+    archive_report = asyncio.create_task(runtime.archive.report_readiness())
     tune_gc()
     try:
         yield
     finally:
+        archive_report.cancel()
         await runtime.close()
         await queue.close()
 

@@ -260,5 +260,8 @@ class S3Server:
         httpx.put(f"{self.url}/{bucket}", timeout=10).raise_for_status()
 
     def stop(self) -> None:
+        """Stop the server (its buckets and objects are gone with it: moto keeps them in
+        memory); ``start`` again brings it back, empty, on the same port."""
         if self.process is not None:
             stop_process(self.process)
+            self.process = None

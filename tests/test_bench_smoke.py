@@ -53,3 +53,13 @@ def test_upstream_floor_bench_prints_both_clients() -> None:
     for client in ("gateway client (25 pools x 4)", "one pool of 100, 20 kept alive"):
         line = next(line for line in output.splitlines() if client in line)
         assert "req/s" in line and "us CPU/request" in line
+
+
+def test_archive_bench_prints_its_figures_and_every_download_matches_the_copy() -> None:
+    output = run_script("bench/archive.py", "--rows", "3000", "--rows-per-file", "1000")
+    assert "machine: nproc=" in output
+    for figure in ("archive_copy:", "plain_download:", "copy_vs_plain_throughput:"):
+        assert figure in output
+    assert "worker_rss_growth_mib:" in output
+    assert "csv_from_archive:" in output and "source=archive, matches_copy=True" in output
+    assert "source=upstream links, matches_copy=True" in output

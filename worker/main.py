@@ -72,7 +72,11 @@ async def startup(ctx: dict[str, Any]) -> None:
         lifecycle=runtime.lifecycle,
         queue=queue,
         grace_seconds=settings.sweep_grace_seconds,
-        repairs={"expiry": repair_expiry, "deliveries": runtime.webhooks.repair},
+        repairs={
+            "expiry": repair_expiry,
+            "deliveries": runtime.webhooks.repair,
+            "archive": runtime.archive.repair,
+        },
     )
     ctx["chores"] = chores = WorkerChores(runtime, sweeper)
     await chores.start()
@@ -87,6 +91,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         on_job_start=job_start,
     )
     lane.start()
+    ctx["archive_report"] = asyncio.create_task(runtime.archive.report_readiness())
     tune_gc()
     task = asyncio.current_task()
     if task is not None and task.cancelling():
@@ -96,6 +101,9 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    report = ctx.get("archive_report")
+    if report is not None:
+        report.cancel()
     lane = ctx.get("lane")
     if lane is not None:
         await lane.stop()

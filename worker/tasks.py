@@ -57,6 +57,14 @@ async def expire_task(ctx: Ctx, task_id: str) -> None:
     await _runtime(ctx).lifecycle.expire(task_id)
 
 
+async def archive_task(ctx: Ctx, task_id: str) -> None:
+    await _runtime(ctx).archive.copy(task_id)
+
+
+async def verify_archive(ctx: Ctx, task_id: str) -> None:
+    await _runtime(ctx).archive.verify_task(task_id)
+
+
 async def deliver_event(ctx: Ctx, subject: str) -> None:
     await _runtime(ctx).webhooks.deliver(*parse_delivery_subject(subject))
 
@@ -65,4 +73,13 @@ async def cut_feed_run(ctx: Ctx, export_id: str) -> None:
     await _runtime(ctx).feeds.cut_run(export_id)
 
 
-FUNCTIONS = [start_task, poll_task, warn_expiring, expire_task, deliver_event, cut_feed_run]
+FUNCTIONS = [
+    start_task,
+    poll_task,
+    warn_expiring,
+    expire_task,
+    archive_task,
+    verify_archive,
+    deliver_event,
+    cut_feed_run,
+]

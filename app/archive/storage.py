@@ -50,7 +50,7 @@ READ_CHUNK_BYTES = 256 * 1024
 
 _NAME = re.compile(r"^[A-Za-z0-9_.=-]+(/[A-Za-z0-9_.=-]+)*$")
 _SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
-PROBE_NAME = "_probe/readiness"
+PROBE_PREFIX = "_probe"
 
 
 class StorageError(Exception):
@@ -289,15 +289,16 @@ class ObstoreStorage:
         """Write, read back and delete a small object; raise ``StorageUnavailable`` with the
         reason when any of it fails."""
         payload = os.urandom(16).hex().encode()
+        name = f"{PROBE_PREFIX}/{payload.decode()}"  # its own per probe: processes probe at once
 
         async def one() -> AsyncIterator[bytes]:
             yield payload
 
         try:
-            await self.write(PROBE_NAME, one())
-            back = b"".join([chunk async for chunk in self.read(PROBE_NAME)])
+            await self.write(name, one())
+            back = b"".join([chunk async for chunk in self.read(name)])
             if back != payload:
                 raise StorageError(f"the probe object read back from {self._location} differs")
-            await self.delete(PROBE_NAME)
+            await self.delete(name)
         except StorageError as exc:
             raise StorageUnavailable(str(exc)) from None

@@ -25,7 +25,8 @@ _PROGRESS_EVERY_SECONDS = 0.25
 
 
 class Progress:
-    """One progress line on stderr: bytes so far and the rate. Redrawn in place on a
+    """One progress line on stderr: bytes so far (and the share of the whole, when the
+    answer says its length: an archived copy does) and the rate. Redrawn in place on a
     terminal; elsewhere only the final line is written."""
 
     def __init__(self, stream: IO[str], *, enabled: bool) -> None:
@@ -35,6 +36,7 @@ class Progress:
         self.started = time.monotonic()
         self.drawn = 0.0
         self.bytes = 0
+        self.total: int | None = None
 
     def add(self, count: int) -> None:
         self.bytes += count
@@ -53,7 +55,10 @@ class Progress:
     def _line(self, now: float) -> str:
         elapsed = max(now - self.started, 1e-6)
         rate = self.bytes / elapsed / 1e6
-        return f"{_size(self.bytes)} ({self.bytes} bytes) in {elapsed:.1f} s, {rate:.1f} MB/s"
+        done = f"{_size(self.bytes)} ({self.bytes} bytes)"
+        if self.total:
+            done += f" of {_size(self.total)} ({100 * self.bytes / self.total:.0f}%)"
+        return f"{done} in {elapsed:.1f} s, {rate:.1f} MB/s"
 
 
 def _size(count: int) -> str:
@@ -107,6 +112,8 @@ def download_csv(
                 )
                 return HTTP_ERROR
             target = _target(output, response, export_id)
+            length = response.headers.get("content-length", "")
+            progress.total = int(length) if length.isdigit() else None
             if target == "-":
                 sink = sys.stdout.buffer
                 for chunk in response.iter_bytes():

@@ -9,6 +9,8 @@ export-gateway submit | status | list | cancel | check
 export-gateway download  stream an export's CSV (GET /v1/exports/{id}/csv) to a file
 export-gateway feeds create | list | run | pause | resume
                          feeds: exports on a schedule (see app/cli/feeds.py)
+export-gateway verify    re-read an export's archived copy and compare its sha256 (an
+                         operator's command: it reads the gateway's settings, not an API key)
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pydantic import SecretStr
 
 from app.cli import client as cli_client
 from app.cli import feeds as cli_feeds
+from app.cli import verify as cli_verify
 from app.platform.localredis import LocalRedis, free_port
 from app.webhooks.signing import WebhookSigner
 
@@ -125,6 +128,10 @@ def run(args: argparse.Namespace) -> int:
             )
             notes.append(f"webhook secret in {STATE_DIR / 'dev-webhook-secret'}")
         env.setdefault("GATEWAY_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
+        if "GATEWAY_ARCHIVE_URL" not in env:  # set it empty to run without an archive
+            archive = (STATE_DIR / "archive").resolve()
+            env["GATEWAY_ARCHIVE_URL"] = archive.as_uri()
+            notes.append(f"archive in {archive}")
         api = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "app.main:app", "--host", args.host, "--port",
              str(args.port), "--no-access-log"],
@@ -226,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cli_client.register(commands)
     cli_feeds.register(commands)
+    cli_verify.register(commands)
 
     args = parser.parse_args(argv)
     return cli_client.run_command(args)

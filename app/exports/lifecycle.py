@@ -7,6 +7,11 @@ the sweep can re-create a lost step from the record alone.
 
     queued --start--> running --poll...--> completed --warn--> (expiring) --expire--> expired
                                        \\--> failed
+
+With an archive configured, completing a task also schedules ``archive_task`` (the copy, done
+by ``app.archive``): once the copy exists, ``expires_at`` moves to the copy's expiry, the
+link expiry only clears ``links`` (the export stays completed) and the warn/expire steps are
+scheduled again for the new time (under keys of their own).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from app.config import Settings
-from app.exports.schemas import ErrorInfo, Export, ExportRecord, TaskRecord
+from app.exports.schemas import ErrorInfo, Export, ExportRecord, TaskArchive, TaskRecord
 from app.exports.store import ExportStore
 from app.platform import metrics
 from app.platform.clock import utcnow
@@ -35,7 +40,8 @@ BACKOFF_CAP_SECONDS = 300.0
 # links are then marked gone a moment early, never late.
 EXPIRY_EARLY_TOLERANCE_SECONDS = 0.1
 
-EventType = str  # "export.completed" | "export.failed" | "export.expiring" | "export.expired"
+# "export.completed" | "export.failed" | "export.expiring" | "export.expired" | "export.archived"
+EventType = str
 
 
 class Notifier(Protocol):
@@ -241,6 +247,11 @@ class TaskLifecycle:
     async def _finish_completed(self, task_id: str, seen: ParsedTask, now: datetime) -> None:
         completed_at = min(seen.completed_at or now, now)
         expires_at = completed_at + timedelta(seconds=self.settings.link_retention_seconds)
+        archive = None
+        if self.settings.archive_url:
+            archive = TaskArchive(
+                state="pending", job_key=f"archive:{task_id}:0", next_attempt_at=now
+            )
 
         def change(task: TaskRecord) -> TaskRecord | None:
             if task.finished:
@@ -253,6 +264,8 @@ class TaskLifecycle:
                     "polls": task.polls + 1,
                     "completed_at": completed_at,
                     "expires_at": expires_at,
+                    "links_expire_at": expires_at,
+                    "archive": archive,
                     "failures": 0,
                     "failing_since": None,
                     "next_job": None,
@@ -304,6 +317,7 @@ class TaskLifecycle:
         await self.dispatch()
         if task.status == "completed":
             await self.schedule_expiry(task)
+            await self.schedule_archive(task)
         await self._count_finished(task)
 
     async def _follow_up_again(self, task: TaskRecord) -> None:
@@ -316,11 +330,24 @@ class TaskLifecycle:
         if task.status == "completed":
             await self.schedule_expiry(task)
             await self.notify_followers(task, "export.completed")
+            await self.schedule_archive(task)
         elif task.status == "failed":
             await self.notify_followers(task, "export.failed")
 
     async def schedule_expiry(self, task: TaskRecord) -> None:
         await self.ensure_expiry_jobs(task)
+
+    async def schedule_archive(self, task: TaskRecord) -> bool:
+        """Schedule the pending copy of a completed task into the archive (its key is
+        recorded in the task, so this is a no-op while that job waits or runs)."""
+        archive = task.archive
+        if task.status != "completed" or archive is None or archive.state != "pending":
+            return False
+        delay = 0.0
+        if archive.next_attempt_at is not None:
+            delay = max(0.0, (archive.next_attempt_at - utcnow()).total_seconds())
+        key = archive.job_key or f"archive:{task.id}:{archive.attempts}"
+        return await self.queue.schedule("archive_task", task.id, key=key, delay=delay)
 
     async def ensure_expiry_jobs(self, task: TaskRecord) -> list[JobName]:
         """Schedule what is still to come of a completed task's window: ``warn_expiring`` at
@@ -328,24 +355,53 @@ class TaskLifecycle:
         already gone) and ``expire_task`` at ``expires_at``. Job keys are deterministic, so
         this is a no-op for jobs still waiting: the sweep calls it to re-create lost ones.
         Returns the jobs this call scheduled."""
-        if task.status != "completed" or task.expires_at is None:
+        if task.status != "completed":
             return []
         now = utcnow()
         scheduled: list[JobName] = []
+        if task.expires_at is None:  # an archived copy kept for ever: only the links go
+            if (
+                task.links
+                and task.links_expire_at is not None
+                and await self.queue.schedule(
+                    "expire_task",
+                    task.id,
+                    key=f"expire:{task.id}",
+                    delay=max(0.0, (task.links_expire_at - now).total_seconds()),
+                )
+            ):
+                scheduled.append("expire_task")
+            return scheduled
         warning = self.settings.expiry_warning_seconds
+        # An archived copy moved expires_at: the steps for the new time get keys of their own
+        # (those of the link expiry may still be waiting; they then find nothing to do).
+        suffix = ":archived" if _archived(task) else ""
         if warning > 0 and task.warned_at is None and now < task.expires_at:
             warn_at = task.expires_at - timedelta(seconds=warning)
             if await self.queue.schedule(
                 "warn_expiring",
                 task.id,
-                key=f"warn:{task.id}",
+                key=f"warn:{task.id}{suffix}",
                 delay=max(0.0, (warn_at - now).total_seconds()),
             ):
                 scheduled.append("warn_expiring")
+        # the links go before the export does: a step to clear them then
+        if (
+            task.links
+            and task.links_expire_at is not None
+            and task.links_expire_at < task.expires_at
+            and await self.queue.schedule(
+                "expire_task",
+                task.id,
+                key=f"expire:{task.id}",
+                delay=max(0.0, (task.links_expire_at - now).total_seconds()),
+            )
+        ):
+            scheduled.append("expire_task")
         if await self.queue.schedule(
             "expire_task",
             task.id,
-            key=f"expire:{task.id}",
+            key=f"expire:{task.id}{suffix}",
             delay=max(0.0, (task.expires_at - now).total_seconds()),
         ):
             scheduled.append("expire_task")
@@ -396,29 +452,41 @@ class TaskLifecycle:
 
         await self.store.update_task(task_id, change)
 
-    @staticmethod
-    def _warning_due(task: TaskRecord, now: datetime) -> bool:
-        return (
+    def _warning_due(self, task: TaskRecord, now: datetime) -> bool:
+        due = (
             task.status == "completed"
             and task.warned_at is None
             and task.expires_at is not None
             and now < task.expires_at
         )
+        if due and task.expires_at is not None and _archived(task):
+            # the step of the link expiry runs long before an archived copy expires
+            warn_at = task.expires_at - timedelta(seconds=self.settings.expiry_warning_seconds)
+            due = now >= warn_at - timedelta(seconds=EXPIRY_EARLY_TOLERANCE_SECONDS)
+        return due
 
     async def expire(self, task_id: str) -> None:
         now = utcnow()
         due = now + timedelta(seconds=EXPIRY_EARLY_TOLERANCE_SECONDS)
 
         def change(task: TaskRecord) -> TaskRecord | None:
-            if task.status != "completed" or task.expires_at is None or task.expires_at > due:
+            if task.status != "completed":
                 return None
-            return task.model_copy(update={"status": "expired", "links": []})
+            if task.expires_at is not None and task.expires_at <= due:
+                return task.model_copy(update={"status": "expired", "links": []})
+            if task.links and task.links_expire_at is not None and task.links_expire_at <= due:
+                # upstream deleted its files, the archived copy serves the CSV on
+                return task.model_copy(update={"links": []})
+            return None
 
         update = await self.store.update_task(task_id, change)
         task = update.after
         if task is None or task.status not in ("completed", "expired"):
             return
-        if update.changed:
+        if update.changed and task.status == "completed":
+            log.info("links expired; the archived copy serves the CSV", extra={"task_id": task_id})
+            await self.ensure_expiry_jobs(task)
+        elif update.changed:
             log.info("links expired", extra={"task_id": task_id})
             await self._count_finished(task)
             await self.notify_followers(task, "export.expired")
@@ -454,6 +522,12 @@ class TaskLifecycle:
 
     # -- scheduling ------------------------------------------------------------------------
 
+    async def on_archived(self, task: TaskRecord) -> None:
+        """The copy exists (``app.archive`` recorded it): tell the followers, and schedule
+        the warn/expire steps of the new ``expires_at``."""
+        await self.notify_followers(task, "export.archived")
+        await self.ensure_expiry_jobs(task)
+
     @staticmethod
     def _next(job: JobName, key: str, now: datetime, delay: float) -> dict[str, object]:
         return {
@@ -469,3 +543,7 @@ class TaskLifecycle:
         if task.next_poll_at is not None:
             delay = max(0.0, (task.next_poll_at - utcnow()).total_seconds())
         await self.queue.schedule(task.next_job, task.id, key=task.next_job_key, delay=delay)
+
+
+def _archived(task: TaskRecord) -> bool:
+    return task.archive is not None and task.archive.state == "archived"

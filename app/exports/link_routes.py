@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from app.archive.routes import archived_csv_response
 from app.exports.csv import CsvDownload, CsvStreamError
 from app.exports.schemas import Export
-from app.web.deps import ClientId, CsvDep, ExportsDep
+from app.web.deps import ArchiveDep, ClientId, CsvDep, ExportsDep
 from app.web.problems import PROBLEM_RESPONSES, Problem
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,11 @@ _CSV_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "The CSV files have expired; the problem names the rerun route",
         "model": Problem,
     },
+    206: {"description": "A byte range of an archived copy (`Range`)"},
+    304: {"description": "`If-None-Match` names the archived copy's ETag"},
+    416: {"description": "The range lies outside an archived copy", "model": Problem},
     502: {"description": "The file host refused the first file", "model": Problem},
+    503: {"description": "The archived copy cannot be read just now", "model": Problem},
 }
 
 
@@ -85,7 +90,12 @@ _CSV_RESPONSES: dict[int | str, dict[str, Any]] = {
     response_class=CsvResponse,
     responses=_CSV_RESPONSES,
 )
-async def download_csv(export_id: str, client_id: ClientId, csv: CsvDep) -> Response:
+async def download_csv(
+    export_id: str, client_id: ClientId, csv: CsvDep, archive: ArchiveDep, request: Request
+) -> Response:
+    # Once the gateway's own copy exists it is what /csv serves (app/archive/routes.py).
+    if (copy := await archive.open_copy(client_id, export_id)) is not None:
+        return archived_csv_response(copy, request.headers)
     return CsvResponse(await csv.open(client_id, export_id))
 
 

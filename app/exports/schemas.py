@@ -163,6 +163,58 @@ class RunFile(BaseModel):
     error: ErrorInfo | None = None
 
 
+ArchiveState = Literal["pending", "archived", "failed"]
+
+
+class Archive(BaseModel):
+    """The gateway's own copy of an export's CSV, as callers see it (null: archiving is off)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "state": "archived",
+                    "archived_at": "2026-11-27T10:04:15Z",
+                    "bytes": 1048576,
+                    "rows": 9120,
+                    "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                    "expires_at": "2027-11-27T10:04:15Z",
+                }
+            ]
+        }
+    )
+
+    state: ArchiveState
+    archived_at: UtcTime | None = None
+    bytes: int | None = None
+    rows: int | None = None
+    sha256: str | None = None
+    expires_at: UtcTime | None = Field(
+        None, description="When the copy is deleted; null while pending, or when kept for ever."
+    )
+
+
+class TaskArchive(Archive):
+    """The archive member of a task: what callers see, plus the copy's bookkeeping."""
+
+    object: str | None = None  # the object's name in the store (from the task id only)
+    attempts: int = 0
+    job_key: str | None = None  # the copy job's key now (the sweep re-creates a lost one)
+    next_attempt_at: UtcTime | None = None
+    error: str | None = None  # why the last attempt failed (safe to log: no secrets)
+    verified_at: UtcTime | None = None
+
+    def view(self) -> Archive:
+        return Archive.model_construct(
+            state=self.state,
+            archived_at=self.archived_at,
+            bytes=self.bytes,
+            rows=self.rows,
+            sha256=self.sha256,
+            expires_at=self.expires_at,
+        )
+
+
 class TaskRecord(BaseModel):
     """One upstream export task (possibly shared by several exports)."""
 
@@ -188,6 +240,10 @@ class TaskRecord(BaseModel):
     next_poll_at: UtcTime | None = None
     failures: int = 0
     failing_since: UtcTime | None = None
+    # When upstream deletes the links (``expires_at`` is when the gateway can no longer serve
+    # the CSV: later than this once an archived copy exists). None on records from before.
+    links_expire_at: UtcTime | None = None
+    archive: TaskArchive | None = None  # None: completed while archiving was off
 
     @property
     def finished(self) -> bool:
@@ -244,6 +300,8 @@ EXPORT_EXAMPLE: dict[str, Any] = {
     "canceled_at": None,
     "feed_id": None,
     "window": None,
+    "links_expire_at": "2026-12-27T10:04:12Z",
+    "archive": None,
 }
 
 
@@ -279,12 +337,23 @@ class Export(BaseModel):
     window: Window | None = Field(
         None, description="A feed run's window: its CSV holds exactly `from <= created_time < to`."
     )
+    links_expire_at: UtcTime | None = Field(
+        None, description="When upstream deletes its CSV links (`expires_at` may be later)."
+    )
+    archive: Archive | None = Field(
+        None, description="The gateway's own copy of the CSV; null when archiving is off."
+    )
 
     @classmethod
     def of(cls, record: ExportRecord, task: TaskRecord, now: datetime | None = None) -> Export:
-        status: ExportStatus = "canceled" if record.canceled_at else task.status_at(now or utcnow())
+        now = now or utcnow()
+        status: ExportStatus = "canceled" if record.canceled_at else task.status_at(now)
         if record.feed_id is not None:
             return cls._of_feed_run(record, task, status)
+        links_expire_at = task.links_expire_at or task.expires_at
+        # With an archived copy the export outlives its links: they are shown only while
+        # upstream still keeps them (never a dead link, even while the expire step is late).
+        links_alive = links_expire_at is None or now < links_expire_at
         # Built from two records that were validated when they were read: no need to validate
         # every member again (a status read is mostly this and the framework).
         return cls.model_construct(
@@ -298,7 +367,7 @@ class Export(BaseModel):
             coalesced=record.coalesced,
             upstream_task_id=task.upstream_id,
             upstream_status=task.upstream_status,
-            links=task.links if status == "completed" else [],
+            links=task.links if status == "completed" and links_alive else [],
             created_at=record.created_at,
             submitted_at=task.submitted_at,
             completed_at=task.completed_at,
@@ -307,13 +376,16 @@ class Export(BaseModel):
             error=task.error if status == "failed" else None,
             fields_verified=record.fields_verified,
             canceled_at=record.canceled_at,
+            links_expire_at=links_expire_at,
+            archive=task.archive.view() if task.archive is not None else None,
         )
 
     @classmethod
     def _of_feed_run(cls, record: ExportRecord, task: TaskRecord, status: ExportStatus) -> Export:
         """A feed run's view: its CSV is the gateway's own windowed file, so it is completed
         once that file is written (not when upstream's task is), and it shows no upstream
-        links (they hold rows outside the window) and no upstream expiry."""
+        links (they hold rows outside the window), no upstream expiry and no archived copy
+        (the archive's copy of the task is upstream's whole file, not the run's window)."""
         run = record.run_file
         error = task.error if status == "failed" else None
         if status in ("completed", "expired"):

@@ -172,6 +172,9 @@ class ExportService:
         export = Export.of(submitted.export, submitted.task)
         if export.status == "completed" and self.notifier and record.callback_url and run is None:
             await self.notifier.publish(submitted.export, export, "export.completed")
+            archive = submitted.task.archive
+            if archive is not None and archive.state == "archived":  # reused with its copy
+                await self.notifier.publish(submitted.export, export, "export.archived")
             if submitted.task.warned_at is not None:  # reused after its warning went out
                 await self.notifier.publish(submitted.export, export, "export.expiring")
         return export
@@ -237,6 +240,10 @@ class ExportService:
         if task.status == "canceled":  # nobody else followed it: its slot is free again
             await self.lifecycle.dispatch()
         return export
+
+    async def load(self, client_id: str, export_id: str) -> tuple[ExportRecord, TaskRecord]:
+        """The caller's export record and its task (404 for anyone else's)."""
+        return await self._load(client_id, export_id)
 
     async def _load(self, client_id: str, export_id: str) -> tuple[ExportRecord, TaskRecord]:
         if not EXPORT_ID.match(export_id):

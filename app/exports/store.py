@@ -18,6 +18,7 @@ from redis.asyncio.client import Pipeline
 
 from app.exports.schemas import ExportRecord, TaskRecord
 from app.platform import keys
+from app.platform.clock import utcnow
 
 
 def _dispatch_lua(waiting: str, active: str, max_active: str) -> str:
@@ -329,10 +330,11 @@ class ExportStore:
                 await pipe.watch(inflight_key)
                 still_inflight = await pipe.get(inflight_key) == task_id
             pipe.multi()
-            pipe.set(task_key, updated.model_dump_json(), ex=self._ttl)
+            pipe.set(task_key, updated.model_dump_json(), ex=self.record_ttl(updated))
             if releasing:
                 self._queue_release(pipe, updated, still_inflight)
             self._queue_completed_index(pipe, current, updated)
+            self._queue_archive_index(pipe, current, updated)
             return TaskUpdate(current, updated)
 
         result: TaskUpdate = await self.redis.transaction(attempt, value_from_callable=True)
@@ -381,6 +383,74 @@ class ExportStore:
                 pipe.zadd(keys.COMPLETED_TASKS, {after.id: _ms(after.expires_at)})
         elif before.status == "completed":
             pipe.zrem(keys.COMPLETED_TASKS, after.id)
+
+    def record_ttl(self, task: TaskRecord) -> int | None:
+        """How long the task's records are kept (seconds; None: for ever). An archived copy
+        keeps them (the export is still served) until it expires, plus the usual time."""
+        archive = task.archive
+        if archive is None or archive.state != "archived":
+            return self._ttl
+        if task.expires_at is None:
+            return None
+        left = (task.expires_at - utcnow()).total_seconds()
+        return max(self._ttl, int(left) + self._ttl)
+
+    async def keep_followers(self, task: TaskRecord) -> None:
+        """Give the task's exports (and their index) the task's own record lifetime."""
+        ttl = self.record_ttl(task)
+        export_ids = await self.task_export_ids(task.id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in [keys.task_exports(task.id), *(keys.export(i) for i in export_ids)]:
+                if ttl is None:
+                    pipe.persist(key)
+                else:
+                    pipe.expire(key, ttl)
+            await pipe.execute()
+
+    @staticmethod
+    def _queue_archive_index(pipe: Pipeline, before: TaskRecord, after: TaskRecord) -> None:
+        """Keep ``gw:archive:pending`` (copies still to make, by next attempt) and
+        ``gw:archive:kept`` (copies in the store, by expiry) in step with the task."""
+        was, now = before.archive, after.archive
+        pending = after.status == "completed" and now is not None and now.state == "pending"
+        if pending and now is not None:
+            due = now.next_attempt_at or after.completed_at or utcnow()
+            pipe.zadd(keys.ARCHIVE_PENDING, {after.id: _ms(due)})
+        elif was is not None and was.state == "pending":
+            pipe.zrem(keys.ARCHIVE_PENDING, after.id)
+        if now is not None and now.state == "archived" and (was is None or was != now):
+            score: float = _ms(now.expires_at) if now.expires_at else float("inf")
+            pipe.zadd(keys.ARCHIVE_KEPT, {after.id: score})
+
+    async def archive_pending_due(self, before: datetime, limit: int = 1000) -> list[str]:
+        """Task ids whose copy is pending with its next attempt due at or before ``before``."""
+        ids = await self.redis.zrangebyscore(
+            keys.ARCHIVE_PENDING, "-inf", _ms(before), start=0, num=limit
+        )
+        return [str(i) for i in ids]
+
+    async def archive_kept_due(self, before: datetime, limit: int = 1000) -> list[str]:
+        """Task ids whose archived copy expired at or before ``before``."""
+        ids = await self.redis.zrangebyscore(
+            keys.ARCHIVE_KEPT, "-inf", _ms(before), start=0, num=limit
+        )
+        return [str(i) for i in ids]
+
+    async def archive_kept_sample(self, count: int) -> list[str]:
+        """Up to ``count`` random task ids with an archived copy (for verification)."""
+        if count <= 0:
+            return []
+        ids = await self.redis.zrandmember(keys.ARCHIVE_KEPT, count)
+        return [str(i) for i in ids or []]
+
+    async def forget_archived(self, task_ids: Iterable[str]) -> None:
+        """Drop ids from the archive indexes (their copies are deleted, or records gone)."""
+        ids = list(task_ids)
+        if ids:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zrem(keys.ARCHIVE_KEPT, *ids)
+                pipe.zrem(keys.ARCHIVE_PENDING, *ids)
+                await pipe.execute()
 
     async def completed_tasks_due(self, before: datetime, limit: int = 1000) -> list[str]:
         """Ids of completed, not yet expired tasks whose ``expires_at`` is at or before

@@ -107,6 +107,10 @@ class InvalidRequest(GatewayError):
     status, title, slug = 422, "Invalid request", "invalid-request"
 
 
+class RangeNotSatisfiable(GatewayError):
+    status, title, slug = 416, "Range not satisfiable", "range-not-satisfiable"
+
+
 class TooManyRequests(GatewayError):
     status, title, slug = 429, "Too many requests", "too-many-requests"
 

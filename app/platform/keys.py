@@ -28,6 +28,10 @@ All keys start with ``gw:`` so that an operator can tell them from arq's own ``a
     gw:feed:{feed_id}:runs         ZSET   export ids of the feed's runs, scored by creation (ms)
     gw:client:{client_id}:feeds    ZSET   the client's feed ids, scored by creation time (ms)
     gw:feeds:due                   ZSET   feed ids the scheduler must look at, scored by when (ms)
+    gw:archive:pending             ZSET   completed task ids whose archive copy is still to be
+                                          made, scored by when its next attempt is due (ms)
+    gw:archive:kept                ZSET   task ids with an archived copy in the store, scored
+                                          by when it expires (ms; +inf: kept for ever)
 
 One arq queue is ours to name, though arq owns what is in it:
 
@@ -49,6 +53,8 @@ WORKERS = f"{PREFIX}workers"
 SWEEP_LOCK = f"{PREFIX}sweep:lock"
 EVENTS_PENDING = f"{PREFIX}events:pending"
 FEEDS_DUE = f"{PREFIX}feeds:due"
+ARCHIVE_PENDING = f"{PREFIX}archive:pending"
+ARCHIVE_KEPT = f"{PREFIX}archive:kept"
 
 
 def export(export_id: str) -> str:

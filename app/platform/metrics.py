@@ -70,6 +70,20 @@ WEBHOOK_DEAD_LETTERS = Counter(
 REDIS_ERRORS = Counter(
     "gateway_redis_errors", "Redis commands that failed (connection, timeout, ...)", ["where"]
 )
+ARCHIVE_COPIES = Counter(
+    "gateway_archive_copies",
+    "Attempts to copy a completed export's CSV into the archive, by outcome",
+    ["outcome"],  # archived | retry | failed
+)
+ARCHIVE_BYTES = Counter("gateway_archive_bytes", "Bytes written into the archive")
+ARCHIVE_VERIFICATIONS = Counter(
+    "gateway_archive_verifications",
+    "Archived copies re-read and their sha256 compared, by outcome",
+    ["outcome"],  # ok | mismatch | missing | error
+)
+ARCHIVE_DELETED = Counter(
+    "gateway_archive_deleted", "Archived copies deleted at the end of their retention"
+)
 SWEEP_RUNS = Counter("gateway_sweep_runs", "Self-healing sweeps run by this process")
 SWEEP_REPAIRS = Counter(
     "gateway_sweep_repairs",

@@ -177,6 +177,8 @@ class SandboxConfig(BaseModel):
     """When set, every CSV download aborts (connection dropped) after this many bytes."""
     csv_chunk_rows: int = Field(default=512, ge=1)
     """Rows rendered per streamed chunk."""
+    csv_chunk_delay_seconds: float = Field(default=0.0, ge=0)
+    """A pause after every streamed chunk: a slow file host (downloads that take a while)."""
 
     # --- faults (decided before a request is processed, on the upstream API routes) ---------
     seed: int | None = None

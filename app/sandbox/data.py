@@ -320,8 +320,10 @@ async def csv_file_chunks(
     crlf: bool = False,
     chunk_rows: int = 512,
     fault_after_bytes: int | None = None,
+    chunk_delay: float = 0.0,
 ) -> AsyncIterator[bytes]:
-    """One CSV file (header + rows [first_row, stop_row)), as chunks of UTF-8 bytes."""
+    """One CSV file (header + rows [first_row, stop_row)), as chunks of UTF-8 bytes (with a
+    pause of ``chunk_delay`` seconds after each)."""
     terminator = "\r\n" if crlf else "\n"
     getters = [source.getter(column) for column in columns]
     buffer = io.StringIO()
@@ -355,6 +357,8 @@ async def csv_file_chunks(
             yield chunk
         if last:
             return
+        if chunk_delay > 0:
+            await asyncio.sleep(chunk_delay)
         await asyncio.sleep(0)
 
 

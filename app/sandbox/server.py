@@ -369,6 +369,7 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
             crlf=config.csv_crlf,
             chunk_rows=config.csv_chunk_rows,
             fault_after_bytes=config.csv_fault_after_bytes,
+            chunk_delay=config.csv_chunk_delay_seconds,
         )
         return StreamingResponse(
             chunks,

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app.archive.service import ArchiveService
 from app.exports.csv import CsvService
 from app.exports.service import ExportService
 from app.feeds.service import FeedService
@@ -42,6 +43,11 @@ async def get_csv(request: Request) -> CsvService:
 async def get_feeds(request: Request) -> FeedService:
     runtime: Runtime = request.app.state.runtime
     return runtime.feeds
+
+
+async def get_archive(request: Request) -> ArchiveService:
+    runtime: Runtime = request.app.state.runtime
+    return runtime.archive
 
 
 async def get_webhooks(request: Request) -> WebhookService:
@@ -78,6 +84,7 @@ async def get_client_id(
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ExportsDep = Annotated[ExportService, Depends(get_exports)]
 CsvDep = Annotated[CsvService, Depends(get_csv)]
+ArchiveDep = Annotated[ArchiveService, Depends(get_archive)]
 ClientId = Annotated[str, Depends(get_client_id)]
 WebhooksDep = Annotated[WebhookService, Depends(get_webhooks)]
 FeedsDep = Annotated[FeedService, Depends(get_feeds)]

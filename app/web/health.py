@@ -1,5 +1,6 @@
 """Operations routes: ``/healthz`` (the process answers), ``/readyz`` (it can work: Redis
-answers and a worker beat recently) and ``/metrics`` (Prometheus text format)."""
+answers, a worker beat recently and, when one is configured, the archive can be written and
+read back) and ``/metrics`` (Prometheus text format)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,13 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
             redis="up",
             worker_seconds_ago=round(age, 1),
         )
-    return JSONResponse({"status": "ready", "redis": "up", "worker_seconds_ago": round(age, 1)})
+    ready = {"redis": "up", "worker_seconds_ago": round(age, 1)}
+    if runtime.archive.enabled:
+        reason = await runtime.archive.readiness()
+        if reason is not None:
+            return _not_ready(f"the archive cannot be used: {reason}", **ready, archive="down")
+        ready["archive"] = "up"
+    return JSONResponse({"status": "ready", **ready})
 
 
 @router.get(

@@ -13,7 +13,9 @@ from pathlib import Path
 import httpx
 from redis.asyncio import Redis
 
-from app.archive.storage import open_storage
+from app.archive.service import ArchiveService
+from app.archive.storage import InvalidStorageUrl, open_storage
+from app.archive.store import ArchivedCopies
 from app.config import Settings
 from app.exports.csv import CsvService
 from app.exports.idempotency import IdempotencyKeys
@@ -57,6 +59,7 @@ class Runtime:
     idempotency: IdempotencyKeys
     rate_limiter: ClientRateLimiter
     feeds: FeedService
+    archive: ArchiveService
 
     async def close(self) -> None:
         await self.catalog.close()
@@ -84,11 +87,24 @@ def feed_storage_url(settings: Settings) -> str:
     return "file://" + str(Path(".gateway/feeds").resolve())
 
 
+def archive_copies(settings: Settings) -> ArchivedCopies | None:
+    """The archive's store, or None when archiving is off. A URL that is not ``file:///``
+    or ``s3://`` stops the process (a store that merely cannot be reached does not: /readyz
+    and the start-up log report it)."""
+    if not settings.archive_url:
+        return None
+    try:
+        return ArchivedCopies(open_storage(settings.archive_url))
+    except InvalidStorageUrl as exc:
+        raise ValueError(f"GATEWAY_ARCHIVE_URL: {exc}") from None
+
+
 def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
     # Bad webhook settings stop the process here, before anything is opened (the errors name
     # the setting, never a secret).
     signer = WebhookSigner.from_settings(settings.webhook_secret, settings.webhook_secrets)
     policy = CallbackPolicy.from_setting(settings.webhook_allowed_networks)
+    copies = archive_copies(settings)
     redis = connect_redis(settings)
     http = upstream_http(settings)
     token = settings.upstream_token.get_secret_value() if settings.upstream_token else None
@@ -155,6 +171,15 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         catalog=catalog,
     )
     lifecycle.feed_runs = feeds
+    archive = ArchiveService(
+        settings=settings,
+        store=store,
+        exports=exports,
+        lifecycle=lifecycle,
+        queue=queue,
+        http=link_http,
+        copies=copies,
+    )
     return Runtime(
         settings,
         redis,
@@ -172,4 +197,5 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         IdempotencyKeys(redis),
         ClientRateLimiter(redis, settings.client_rate_limit_per_minute),
         feeds,
+        archive,
     )
