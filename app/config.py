@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     client_max_feeds: int = Field(100, ge=0)
     # Extensions: how often each worker looks for due feeds; attempts per window and the wait
     # before the first retry (doubling after each); where runs' windowed CSVs are kept
-    # (file:///path or s3://bucket/prefix; default: file:// + .gateway/feeds).
+    # (file:///path or s3://bucket/prefix; default: the archive's, else .gateway/feeds).
     feed_scheduler_seconds: float = Field(10, gt=0)
     feed_run_attempts: int = Field(3, ge=1)
     feed_retry_seconds: float = Field(60, ge=0)

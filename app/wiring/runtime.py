@@ -80,10 +80,12 @@ def upstream_http(settings: Settings) -> httpx.AsyncClient:
 
 
 def feed_storage_url(settings: Settings) -> str:
-    """Where feed runs' CSVs go: ``GATEWAY_FEED_STORAGE_URL``, else ``.gateway/feeds`` under
-    the working directory."""
+    """Where feed runs' CSVs go (under ``feeds/``): ``GATEWAY_FEED_STORAGE_URL``, else the
+    archive's store, else ``.gateway/feeds`` under the working directory."""
     if settings.feed_storage_url:
         return settings.feed_storage_url
+    if settings.archive_url:
+        return settings.archive_url
     return "file://" + str(Path(".gateway/feeds").resolve())
 
 

@@ -21,6 +21,7 @@ import httpx
 import pytest
 from arq.connections import create_pool
 from pydantic import SecretStr
+from redis.asyncio import Redis as AsyncRedis
 
 from app.config import Settings
 from app.exports.schemas import Window
@@ -41,7 +42,9 @@ SHARED_STACK_ENV = {
     "GATEWAY_FEED_RETRY_SECONDS": str(RETRY),
     "GATEWAY_FEED_RUN_ATTEMPTS": "2",
     "GATEWAY_CLIENT_MAX_FEEDS": str(MAX_FEEDS),
-    "GATEWAY_FEED_STORAGE_URL": f"file://{STORAGE}",
+    # Runs' files go to the archive's store when no store of their own is named; with the
+    # archive on, a run's task is archived too, and /csv must still serve the run's window.
+    "GATEWAY_ARCHIVE_URL": f"file://{STORAGE}",
 }
 FIELDS = ["id", "signer_id", "created_time", "event_type"]
 YEARLY = "0 0 1 1 *"  # never due while a test runs: runs start by hand unless a test says
@@ -133,7 +136,7 @@ async def feed_of(api: httpx.AsyncClient, feed_id: str) -> dict[str, Any]:
 
 
 async def test_three_runs_while_activity_arrives_hold_every_record_exactly_once(
-    api: httpx.AsyncClient, sandbox: httpx.Client
+    api: httpx.AsyncClient, sandbox: httpx.Client, shared_redis: AsyncRedis
 ) -> None:
     start = now() - timedelta(hours=2)
     timeline = Timeline(sandbox)
@@ -171,6 +174,17 @@ async def test_three_runs_while_activity_arrives_hold_every_record_exactly_once(
     assert windows[1][0] == windows[0][1] and windows[2][0] == windows[1][1]
     for _, end in windows:
         assert end <= now() - timedelta(seconds=SETTLE)
+
+    # The archive copies each run's task (upstream's whole file); /csv still serves the window.
+    first_rows = await rows(api, exports[0]["id"])
+
+    async def first_task_archived() -> bool:
+        record = json.loads(await shared_redis.get(f"gw:export:{exports[0]['id']}") or "{}")
+        task = json.loads(await shared_redis.get(f"gw:task:{record.get('task_id')}") or "{}")
+        return (task.get("archive") or {}).get("state") == "archived"
+
+    await wait_until(first_task_archived, timeout=30)
+    assert await rows(api, exports[0]["id"]) == first_rows
 
     seen: list[str] = []
     for export in exports:
@@ -425,7 +439,7 @@ async def runtimes(shared_stack: Stack, upstream_url: str) -> AsyncIterator[list
         upstream_base_url=upstream_url,
         upstream_token=SecretStr(SANDBOX_TOKEN),
         feed_settle_seconds=SETTLE,
-        feed_storage_url=f"file://{STORAGE}",
+        archive_url=f"file://{STORAGE}",
         webhook_allowed_networks=["127.0.0.1/32"],
     )
     built: list[Runtime] = []
