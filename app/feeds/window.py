@@ -26,6 +26,10 @@ from app.exports.schemas import Window
 
 TIME_COLUMN = "created_time"
 MAX_RECORD_BYTES = 16 << 20  # a record longer than this is a broken file, not a CSV row
+# Kept records leave in pieces of about this size, not one by one: the object store pulls
+# each piece through a round of the event loop, and per record that was nearly all of the
+# cut's time (bench/feed_cut.py: 9,000 rows/s one by one, see docs/PERFORMANCE.md).
+OUTPUT_BYTES = 256 * 1024
 
 
 class WindowCutError(Exception):
@@ -102,7 +106,11 @@ async def cut(
     time_at: int | None = None
     id_at: int | None = None
     newline = b"\n"
+    out = bytearray()
     async for record in records(chunks):
+        if len(out) >= OUTPUT_BYTES:
+            yield bytes(out)
+            out.clear()
         if time_at is None:
             header = [name.strip() for name in _fields(record)]
             if TIME_COLUMN not in header:
@@ -110,7 +118,7 @@ async def cut(
             time_at = header.index(TIME_COLUMN)
             id_at = header.index("id") if "id" in header else None
             newline = b"\r\n" if record.endswith(b"\r\n") else b"\n"
-            yield record if record.endswith(b"\n") else record + newline
+            out += record if record.endswith(b"\n") else record + newline
             continue
         if not record.strip(b"\r\n"):
             continue  # a blank line is no record
@@ -126,4 +134,6 @@ async def cut(
             )
         if window.start <= moment < window.end:
             count.kept += 1
-            yield record if record.endswith(b"\n") else record + newline
+            out += record if record.endswith(b"\n") else record + newline
+    if out:
+        yield bytes(out)
