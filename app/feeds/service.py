@@ -62,6 +62,7 @@ from app.feeds.schemas import (
 )
 from app.feeds.store import FeedStore
 from app.feeds.window import CutCount, WindowCutError, cut
+from app.platform import metrics
 from app.platform.clock import utcnow
 from app.platform.errors import (
     Conflict,
@@ -372,6 +373,7 @@ class FeedService:
             await self._release(feed.id, run.export_id)
             raise
         await self.store.add_run(feed.id, export.id, export.created_at)
+        metrics.FEED_RUNS.labels("started").inc()
         log.info(
             "feed run started",
             extra={
@@ -481,6 +483,7 @@ class FeedService:
             return current
 
         updated = await self.export_store.update_export(export_id, written_file)
+        metrics.FEED_ROWS.inc(count.kept)
         log.info(
             "feed run written",
             extra={"export_id": export_id, "rows_read": count.read, "rows": count.kept},
@@ -516,7 +519,8 @@ class FeedService:
                 update={"watermark": end, "last_export_id": record.id, "run": None}
             )
 
-        await self.store.update(record.feed_id, complete)
+        if (await self.store.update(record.feed_id, complete)).changed:
+            metrics.FEED_RUNS.labels("completed").inc()
         await self._publish(record, "export.completed")
 
     async def _run_failed(self, record: ExportRecord, error: ErrorInfo, *, permanent: bool) -> None:
@@ -546,6 +550,7 @@ class FeedService:
             "feed run failed",
             extra={"export_id": record.id, "error": error.message, "gave_up": gave_up},
         )
+        metrics.FEED_RUNS.labels("failed" if gave_up else "retrying").inc()
         if gave_up:
             await self._publish(record, "export.failed")
 

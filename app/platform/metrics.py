@@ -84,6 +84,12 @@ ARCHIVE_VERIFICATIONS = Counter(
 ARCHIVE_DELETED = Counter(
     "gateway_archive_deleted", "Archived copies deleted at the end of their retention"
 )
+FEED_RUNS = Counter(
+    "gateway_feed_runs",
+    "Feed run attempts by what became of them",
+    ["outcome"],  # started, completed, retrying, failed (out of attempts or a bad row)
+)
+FEED_ROWS = Counter("gateway_feed_rows", "Rows written into feed runs' windowed CSVs")
 SWEEP_RUNS = Counter("gateway_sweep_runs", "Self-healing sweeps run by this process")
 SWEEP_REPAIRS = Counter(
     "gateway_sweep_repairs",
