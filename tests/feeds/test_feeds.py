@@ -567,3 +567,24 @@ async def test_a_run_claimed_but_never_submitted_is_submitted_by_a_later_tick_un
     assert done["status"] == "completed" and done["feed_id"] == feed["id"]
     assert [r["id"] for r in await rows(api, lost.export_id)] == ["y"]
     assert (await feed_of(api, feed["id"]))["watermark"] == done["window"]["to"]
+
+
+async def test_a_paused_feed_catches_up_in_one_run_covering_the_whole_gap(
+    api: httpx.AsyncClient, sandbox: httpx.Client, runtimes: list[Runtime]
+) -> None:
+    start = now() - timedelta(hours=3)
+    timeline = Timeline(sandbox)
+    timeline.add(*(record(f"gap-{i}", start + timedelta(minutes=20 * i)) for i in range(9)))
+    feed = await create_feed(api, 7115, start_from=iso(start), schedule="* * * * *", paused=True)
+    later = now() + timedelta(minutes=30)  # thirty firings missed while paused
+    assert await FeedScheduler(runtimes[0].feeds, clock=lambda: later).tick() == []
+    resumed = (await api.patch(f"/v1/feeds/{feed['id']}", json={"paused": False})).json()
+    due = parse(resumed["next_run_at"]) + timedelta(seconds=1)
+    started = await FeedScheduler(runtimes[0].feeds, clock=lambda: due).tick()
+    assert len(started) == 1
+    done = await wait_for(api, started[0], timeout=30)
+    assert done["window"]["from"] == feed["watermark"]
+    assert parse(done["window"]["to"]) == due - timedelta(seconds=SETTLE)
+    ids = sorted(r["id"] for r in await rows(api, done["id"]))
+    assert ids == timeline.expected(start, parse(done["window"]["to"]))
+    assert len(ids) == 9
