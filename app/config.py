@@ -103,6 +103,17 @@ class Settings(BaseSettings):
     redis_tls_ca_file: str | None = None
     worker_recovery_seconds: float = Field(15, gt=0)
 
+    # Feeds: incremental sync on a schedule.
+    feed_settle_seconds: float = Field(300, ge=0)
+    client_max_feeds: int = Field(100, ge=0)
+    # Extensions: how often each worker looks for due feeds; attempts per window and the wait
+    # before the first retry (doubling after each); where runs' windowed CSVs are kept
+    # (file:///path or s3://bucket/prefix; default: the archive's, else .gateway/feeds).
+    feed_scheduler_seconds: float = Field(10, gt=0)
+    feed_run_attempts: int = Field(3, ge=1)
+    feed_retry_seconds: float = Field(60, ge=0)
+    feed_storage_url: str | None = None
+
     _split_lists = field_validator(
         "api_keys",
         "admin_keys",

@@ -16,6 +16,7 @@ from app.config import get_settings
 from app.console import routes as console
 from app.exports.link_routes import router as export_links_router
 from app.exports.routes import router as exports_router
+from app.feeds.routes import router as feeds_router
 from app.platform.gc_tuning import tune_gc
 from app.platform.logs import configure_for
 from app.platform.queue import ArqJobQueue
@@ -64,6 +65,7 @@ def create_app() -> FastAPI:
     # Routes are matched in this order: the callers' routes first, the docs last.
     app.include_router(exports_router)
     app.include_router(export_links_router)
+    app.include_router(feeds_router)
     app.include_router(webhooks_router)
     app.include_router(health_router)
     app.include_router(upstream_router)

@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app"
 EDGE_MODULES = {"routes", "link_routes"}
-DOMAINS = {"exports", "upstream", "webhooks", "sandbox", "archive", "console"}
+DOMAINS = {"exports", "upstream", "webhooks", "sandbox", "archive", "console", "feeds"}
 
 
 def _modules() -> Iterator[tuple[str, Path]]:

@@ -63,3 +63,9 @@ def test_archive_bench_prints_its_figures_and_every_download_matches_the_copy() 
     assert "worker_rss_growth_mib:" in output
     assert "csv_from_archive:" in output and "source=archive, matches_copy=True" in output
     assert "source=upstream links, matches_copy=True" in output
+
+
+def test_feed_cut_bench_keeps_half_the_rows_and_prints_its_figures() -> None:
+    output = run_script("bench/feed_cut.py", "--rows", "3000")
+    assert "rows read 3,000, kept 1,500" in output
+    assert "MB/s" in output and "peak Python allocations" in output

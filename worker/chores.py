@@ -5,7 +5,9 @@
   (``worker.recovery``) and refreshes the queue gauges of its metrics port; the member is
   removed on a clean shutdown;
 * sweep: every ``GATEWAY_SWEEP_INTERVAL_SECONDS`` one worker (whichever claims the interval
-  first) runs the self-healing sweep.
+  first) runs the self-healing sweep;
+* feeds: every ``GATEWAY_FEED_SCHEDULER_SECONDS`` every worker starts the feed runs that are
+  due (each run is claimed on its feed, so it starts once across all workers).
 
 Why a loop and not an arq cron job: arq's cron fires at wall-clock seconds (at most once a
 second, at fixed marks), which makes an interval like 1 s for tests or 45 s in production
@@ -23,6 +25,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from app.exports.sweep import Sweeper
+from app.feeds.scheduler import FeedScheduler
 from app.platform import metrics
 from app.platform.heartbeat import Heartbeat
 from app.wiring.runtime import Runtime
@@ -38,6 +41,7 @@ class WorkerChores:
         self.recovery = recovery
         self.worker_id = recovery.worker_id
         self.heartbeat = Heartbeat(runtime.redis, self.worker_id)
+        self.scheduler = FeedScheduler(runtime.feeds)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -49,6 +53,7 @@ class WorkerChores:
         self._tasks = [
             asyncio.create_task(self._every(interval, self._beat, "heartbeat")),
             asyncio.create_task(self._every(settings.sweep_interval_seconds, self._sweep, "sweep")),
+            asyncio.create_task(self._every(settings.feed_scheduler_seconds, self._feeds, "feeds")),
         ]
 
     async def stop(self) -> None:
@@ -92,6 +97,9 @@ class WorkerChores:
                 "sweep repaired stalled work",
                 extra={"repairs": dict(report.repairs), "dispatched": report.dispatched},
             )
+
+    async def _feeds(self) -> None:
+        await self.scheduler.tick()
 
     @staticmethod
     async def _every(seconds: float, chore: Callable[[], Awaitable[None]], name: str) -> None:

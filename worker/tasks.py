@@ -73,6 +73,10 @@ async def deliver_event(ctx: Ctx, subject: str) -> None:
         raise Retry(defer=exc.seconds) from None
 
 
+async def cut_feed_run(ctx: Ctx, export_id: str) -> None:
+    await _runtime(ctx).feeds.cut_run(export_id)
+
+
 FUNCTIONS = [
     start_task,
     poll_task,
@@ -81,4 +85,5 @@ FUNCTIONS = [
     archive_task,
     verify_archive,
     deliver_event,
+    cut_feed_run,
 ]

@@ -335,6 +335,8 @@ class ArchiveService:
             record, task = await self.exports.load(client_id, export_id)
         except GatewayError:
             return None  # the links path answers the 404 in its own words
+        if record.feed_id is not None:
+            return None  # a feed run's CSV is its own windowed file, not the task's copy
         export = Export.of(record, task)
         archive = task.archive
         if export.status != "completed" or archive is None or archive.state != "archived":

@@ -20,6 +20,7 @@ import httpx
 from pydantic import SecretStr
 
 from app.cli import client as cli_client
+from app.cli import feeds as cli_feeds
 from app.cli import verify as cli_verify
 from app.platform.localredis import LocalRedis, free_port
 from app.webhooks.signing import WebhookSigner
@@ -41,6 +42,10 @@ The Clickwrap Export Gateway's command line.
                             the gateway's HTTP API from the command line (results as JSON on
                             stdout; URL and key from --url/--api-key, $GATEWAY_URL and
                             $GATEWAY_API_KEY, or the dev runner's .gateway/dev-api-key)
+  export-gateway feeds create | list | run | pause | resume
+                            feeds: exports of everything new since the last run, on a schedule
+  export-gateway verify     re-read an export's archived copy and compare its sha256 (an
+                            operator's command: it reads the gateway's settings, not an API key)
 
 Run 'export-gateway COMMAND --help' for a command's options."""
 
@@ -300,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     download_cmd.set_defaults(handler=download)
 
     cli_client.register(commands)
+    cli_feeds.register(commands)
     cli_verify.register(commands)
 
     args = parser.parse_args(argv)

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import anyio
 import httpx
@@ -231,10 +232,19 @@ class CsvDownload:
     deadline: float = 0.0  # monotonic: the whole download ends by then
     escape_formulas: bool = False
     lease: Lease | None = None
+    # A feed run's CSV is the gateway's own stored file, not upstream's links.
+    stored: Callable[[], AsyncIterator[bytes]] | None = None
 
     async def body(self) -> AsyncIterator[bytes]:
-        merger = CsvMerger()
         escaper = FormulaEscaper() if self.escape_formulas else None
+        if self.stored is not None:
+            try:
+                async for chunk in self.stored():
+                    yield escaper.feed(chunk) if escaper else chunk
+            finally:
+                await self.aclose()
+            return
+        merger = CsvMerger()
         count = len(self.links)
         try:
             for index, link in enumerate(self.links):
@@ -265,15 +275,27 @@ class CsvDownload:
                 await self.lease.release()
 
 
+class StoredFiles(Protocol):
+    def read(self, key: str) -> AsyncIterator[bytes]:
+        """The bytes of a stored object, streamed."""
+        ...
+
+
 class CsvService:
     """Opens an export's merged CSV for a caller; no framework code here."""
 
     def __init__(
-        self, *, exports: ExportService, fetcher: FileFetcher, downloads: ClientLeases
+        self,
+        *,
+        exports: ExportService,
+        fetcher: FileFetcher,
+        downloads: ClientLeases,
+        stored_files: StoredFiles | None = None,
     ) -> None:
         self.exports = exports
         self.fetcher = fetcher
         self.downloads = downloads
+        self.stored_files = stored_files
 
     async def lease(self, client_id: str) -> Lease:
         """One of the client's download places (429 when it has them all), for a download
@@ -301,6 +323,8 @@ class CsvService:
                 extra={"export_status": export.status},
             )
         lease = await self.downloads.take(keys.client_downloads(client_id))
+        if export.feed_id is not None:
+            return await self._feed_run_file(export, lease, escape_formulas)
         deadline = self.fetcher.deadline()
         links = list(export.links)
         first = None
@@ -320,4 +344,26 @@ class CsvService:
             deadline=deadline,
             escape_formulas=escape_formulas,
             lease=lease,
+        )
+
+    async def _feed_run_file(
+        self, export: Export, lease: Lease, escape_formulas: bool
+    ) -> CsvDownload:
+        """A completed feed run's own windowed file, from the gateway's store."""
+        record = await self.exports.store.get_export(export.id)
+        run = record.run_file if record is not None else None
+        if run is None or run.object_key is None or self.stored_files is None:
+            await lease.release()
+            raise Gone(f"the windowed CSV of feed run {export.id} is no longer stored")
+        key, files = run.object_key, self.stored_files
+        log.info("csv download", extra={"export_id": export.id, "stored": True})
+        return CsvDownload(
+            export,
+            csv_filename(export),
+            self.fetcher,
+            None,
+            [],
+            escape_formulas=escape_formulas,
+            lease=lease,
+            stored=lambda: files.read(key),
         )

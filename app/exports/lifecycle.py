@@ -52,6 +52,13 @@ class Notifier(Protocol):
         ...
 
 
+class FeedRuns(Protocol):
+    async def task_finished(self, record: ExportRecord, task: TaskRecord, event: EventType) -> None:
+        """A feed run's task reached ``event``: the feed takes it from here (its run is not
+        done until its windowed CSV is written, and it sends its own webhooks)."""
+        ...
+
+
 class TaskLifecycle:
     def __init__(
         self,
@@ -61,12 +68,14 @@ class TaskLifecycle:
         queue: JobQueue,
         upstream: UpstreamClient,
         notifier: Notifier | None,
+        feed_runs: FeedRuns | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.queue = queue
         self.upstream = upstream
         self.notifier = notifier
+        self.feed_runs = feed_runs
 
     # -- slots -----------------------------------------------------------------------------
 
@@ -502,19 +511,22 @@ class TaskLifecycle:
             )
 
     async def notify_followers(self, task: TaskRecord, event_type: EventType) -> None:
-        """Publish ``event_type`` to every export following ``task``. Each follower is its own
+        """Publish ``event_type`` to every export following ``task`` (a feed run's export is
+        handed to the feeds instead, which cut its window first). Each follower is its own
         unit of work: one whose record cannot be read (skipped by the store) or whose event
         cannot be built or recorded is logged and counted, and never stops the others, nor
         the task's bookkeeping after this call. (A failure of Redis itself still propagates:
         the job is then retried, and publishing is idempotent per export and type.)"""
-        if self.notifier is None:
-            return
         export_ids = await self.store.task_export_ids(task.id)
         for record in await self.store.get_exports(export_ids):
-            if record is None or record.canceled_at is not None or not record.callback_url:
+            if record is None or record.canceled_at is not None:
                 continue
             try:
-                await self.notifier.publish(record, Export.of(record, task), event_type)
+                if record.feed_id is not None:
+                    if self.feed_runs is not None:
+                        await self.feed_runs.task_finished(record, task, event_type)
+                elif self.notifier is not None and record.callback_url:
+                    await self.notifier.publish(record, Export.of(record, task), event_type)
             except (RedisError, OSError):
                 raise
             except Exception as exc:

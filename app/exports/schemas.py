@@ -159,6 +159,39 @@ class ErrorInfo(BaseModel):
     message: str
 
 
+# -- Feed runs ------------------------------------------------------------------------------
+# A feed's run is an export with a window. Its CSV is the gateway's own file: the rows of
+# upstream's files with ``from <= created_time < to``, written once the upstream task has
+# completed (``RunFile``).
+
+
+class Window(BaseModel):
+    """``[from, to)`` of a feed run (``from`` is a Python keyword: ``start`` in code)."""
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+        serialize_by_alias=True,
+        json_schema_extra={
+            "examples": [{"from": "2026-11-30T02:00:00Z", "to": "2026-12-01T01:55:00Z"}]
+        },
+    )
+
+    start: UtcTime = Field(alias="from")
+    end: UtcTime = Field(alias="to")
+
+
+class RunFile(BaseModel):
+    """The windowed CSV of a feed run: being written, written (where, how big) or failed."""
+
+    state: Literal["pending", "written", "failed"] = "pending"
+    object_key: str | None = None
+    bytes: int | None = None
+    rows: int | None = None
+    sha256: str | None = None
+    written_at: UtcTime | None = None
+    error: ErrorInfo | None = None
+
+
 ArchiveState = Literal["pending", "archived", "failed"]
 
 
@@ -268,6 +301,10 @@ class ExportRecord(BaseModel):
     fields_verified: bool | None = None
     created_at: UtcTime
     canceled_at: UtcTime | None = None
+    # A feed's run (see "Feed runs" below); None for every other export.
+    feed_id: str | None = None
+    window: Window | None = None
+    run_file: RunFile | None = None
 
 
 EXPORT_EXAMPLE: dict[str, Any] = {
@@ -290,6 +327,8 @@ EXPORT_EXAMPLE: dict[str, Any] = {
     "error": None,
     "fields_verified": True,
     "canceled_at": None,
+    "feed_id": None,
+    "window": None,
     "links_expire_at": "2026-12-27T10:04:12Z",
     "archive": None,
 }
@@ -323,6 +362,10 @@ class Export(BaseModel):
         "(null when there was nothing to check).",
     )
     canceled_at: UtcTime | None = Field(None, description="When it was canceled.")
+    feed_id: str | None = Field(None, description="The feed this export is a run of (else null).")
+    window: Window | None = Field(
+        None, description="A feed run's window: its CSV holds exactly `from <= created_time < to`."
+    )
     links_expire_at: UtcTime | None = Field(
         None, description="When upstream deletes its CSV links (`expires_at` may be later)."
     )
@@ -334,6 +377,8 @@ class Export(BaseModel):
     def of(cls, record: ExportRecord, task: TaskRecord, now: datetime | None = None) -> Export:
         now = now or utcnow()
         status: ExportStatus = "canceled" if record.canceled_at else task.status_at(now)
+        if record.feed_id is not None:
+            return cls._of_feed_run(record, task, status)
         links_expire_at = task.links_expire_at or task.expires_at
         # With an archived copy the export outlives its links: they are shown only while
         # upstream still keeps them (never a dead link, even while the expire step is late).
@@ -362,6 +407,45 @@ class Export(BaseModel):
             canceled_at=record.canceled_at,
             links_expire_at=links_expire_at,
             archive=task.archive.view() if task.archive is not None else None,
+        )
+
+    @classmethod
+    def _of_feed_run(cls, record: ExportRecord, task: TaskRecord, status: ExportStatus) -> Export:
+        """A feed run's view: its CSV is the gateway's own windowed file, so it is completed
+        once that file is written (not when upstream's task is), and it shows no upstream
+        links (they hold rows outside the window), no upstream expiry and no archived copy
+        (the archive's copy of the task is upstream's whole file, not the run's window)."""
+        run = record.run_file
+        error = task.error if status == "failed" else None
+        if status in ("completed", "expired"):
+            if run is None or run.state == "pending":
+                status = "running"
+            elif run.state == "failed":
+                status, error = "failed", run.error
+            else:
+                status = "completed"
+        return cls.model_construct(
+            id=record.id,
+            status=status,
+            filter=record.filter,
+            fields=record.fields,
+            site_id=record.site_id,
+            callback_url=record.callback_url,
+            metadata=record.metadata,
+            coalesced=record.coalesced,
+            upstream_task_id=task.upstream_id,
+            upstream_status=task.upstream_status,
+            links=[],
+            created_at=record.created_at,
+            submitted_at=task.submitted_at,
+            completed_at=run.written_at if run is not None and status == "completed" else None,
+            expires_at=None,
+            polls=task.polls,
+            error=error,
+            fields_verified=record.fields_verified,
+            canceled_at=record.canceled_at,
+            feed_id=record.feed_id,
+            window=record.window,
         )
 
     @property

@@ -12,7 +12,8 @@ import json
 import logging
 import re
 import secrets
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from app.exports import listing
@@ -23,7 +24,9 @@ from app.exports.schemas import (
     ExportRecord,
     ExportRequest,
     ExportStatus,
+    RunFile,
     TaskRecord,
+    Window,
     normalise_fields,
 )
 from app.exports.store import ExportStore
@@ -58,6 +61,19 @@ class CallbackCheck(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class FeedRunOrder:
+    """What makes a submission a feed's run: the feed, the window, the export id the feed
+    chose (so a run claimed before a crash is submitted under the same id), and how recent an
+    upstream task must be to serve it: one asked upstream before ``not_before`` may have
+    missed rows of the window, so the run then gets a task of its own."""
+
+    feed_id: str
+    window: Window
+    export_id: str
+    not_before: datetime
+
+
 class ExportService:
     def __init__(
         self,
@@ -76,7 +92,9 @@ class ExportService:
         self.poll_initial_seconds = poll_initial_seconds
         self.callbacks = callbacks
 
-    async def submit(self, client_id: str, request: ExportRequest) -> Export:
+    async def submit(
+        self, client_id: str, request: ExportRequest, *, run: FeedRunOrder | None = None
+    ) -> Export:
         try:
             query_filter = normalise_filter(request.filter)
         except FilterSyntaxError as exc:
@@ -95,7 +113,7 @@ class ExportService:
             created_at=now,
         )
         record = ExportRecord(
-            id=new_export_id(),
+            id=new_export_id() if run is None else run.export_id,
             client_id=client_id,
             task_id=task.id,
             filter=query_filter,
@@ -107,19 +125,33 @@ class ExportService:
             fields_verified=fields_verified,
             created_at=now,
         )
+        if run is not None:
+            record.feed_id, record.window, record.run_file = run.feed_id, run.window, RunFile()
         # Any age past the links' retention means "any": cap it so that the date stays valid.
         oldest = now - timedelta(seconds=request.max_age_seconds)
 
         def reusable(done: TaskRecord) -> bool:
             return (
-                request.max_age_seconds > 0
+                run is None
+                and request.max_age_seconds > 0
                 and done.completed_at is not None
                 and done.completed_at >= oldest
                 and (done.expires_at is None or done.expires_at > now)
             )
 
+        def shareable(running: TaskRecord) -> bool:
+            return (
+                run is None
+                or running.submitted_at is None
+                or running.submitted_at >= run.not_before
+            )
+
         submitted = await self.store.submit(
-            record, task, reusable, max_active=self.lifecycle.settings.upstream_max_active_tasks
+            record,
+            task,
+            reusable,
+            max_active=self.lifecycle.settings.upstream_max_active_tasks,
+            shareable=None if run is None else shareable,
         )
         metrics.EXPORTS.labels("queued").inc()
         if not submitted.new_task:
@@ -138,7 +170,7 @@ class ExportService:
         elif submitted.new_task:
             await self.lifecycle.dispatch()
         export = Export.of(submitted.export, submitted.task)
-        if export.status == "completed" and self.notifier and record.callback_url:
+        if export.status == "completed" and self.notifier and record.callback_url and run is None:
             await self.notifier.publish(submitted.export, export, "export.completed")
             archive = submitted.task.archive
             if archive is not None and archive.state == "archived":  # reused with its copy

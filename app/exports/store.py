@@ -268,11 +268,13 @@ class ExportStore:
         new_task: TaskRecord,
         reusable: Callable[[TaskRecord], bool],
         max_active: int | None = None,
+        shareable: Callable[[TaskRecord], bool] | None = None,
     ) -> Submitted:
-        """Store ``export``, attached to the task now serving its query if there is one (or
-        to a completed one that ``reusable`` accepts), else to ``new_task``, which is then
-        queued for an upstream slot. Atomic with respect to every other submission. Given
-        ``max_active``, a new task's submission may also dispatch (``Submitted.dispatched``)."""
+        """Store ``export``, attached to the task now serving its query if there is one (and
+        ``shareable``, when given, accepts it), or to a completed one that ``reusable``
+        accepts, else to ``new_task``, which is then queued for an upstream slot. Atomic with
+        respect to every other submission. Given ``max_active``, a new task's submission may
+        also dispatch (``Submitted.dispatched``)."""
         fingerprint = new_task.fingerprint
         inflight_key = keys.inflight(fingerprint)
         latest_key = keys.latest(fingerprint)
@@ -320,7 +322,9 @@ class ExportStore:
                 if task is None:
                     continue
                 if candidate_key == inflight_key and not task.finished:
-                    return self._attach(pipe, export, task)
+                    if shareable is None or shareable(task):
+                        return self._attach(pipe, export, task)
+                    continue
                 if candidate_key == latest_key and task.status == "completed" and reusable(task):
                     return self._attach(pipe, export, task)
             pipe.multi()
@@ -408,6 +412,31 @@ class ExportStore:
             return TaskUpdate(current, updated)
 
         result: TaskUpdate = await self.redis.transaction(attempt, value_from_callable=True)
+        return result
+
+    async def update_export(
+        self, export_id: str, change: Callable[[ExportRecord], ExportRecord | None]
+    ) -> ExportRecord | None:
+        """Apply ``change`` to the stored export atomically (None: leave it); answers the
+        record as it then is (None: no such export)."""
+        export_key = keys.export(export_id)
+
+        async def attempt(pipe: Pipeline) -> ExportRecord | None:
+            await pipe.watch(export_key)
+            raw = await pipe.get(export_key)
+            if not raw:
+                return None
+            current = ExportRecord.model_validate_json(raw)
+            updated = change(current)
+            pipe.multi()
+            if updated is None:
+                return current
+            pipe.set(export_key, updated.model_dump_json(), keepttl=True)
+            return updated
+
+        result: ExportRecord | None = await self.redis.transaction(
+            attempt, value_from_callable=True
+        )
         return result
 
     def _queue_release(self, pipe: Pipeline, task: TaskRecord, inflight: bool) -> None:

@@ -16,6 +16,7 @@ JobName = Literal[
     "deliver_event",  # POST one webhook event (event id)
     "warn_expiring",  # the task's links expire soon (task id)
     "expire_task",  # the task's links are gone (task id)
+    "cut_feed_run",  # write a feed run's windowed CSV from its completed task (export id)
     "archive_task",  # copy the completed task's merged CSV into the archive (task id)
     "verify_archive",  # re-read an archived copy and compare its sha256 (task id)
 ]

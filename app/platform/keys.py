@@ -37,6 +37,10 @@ All keys start with ``gw:`` so that an operator can tell them from arq's own ``a
     gw:worker:{worker_id}:jobs     HASH   arq job ids the worker runs now -> the absolute expiry
                                           (ms) of each one's arq:in-progress marker
     gw:sweep:lock                  STR    the worker sweeping now (one sweep per interval)
+    gw:feed:{feed_id}              JSON   one feed: its query, schedule, watermark, current run
+    gw:feed:{feed_id}:runs         ZSET   export ids of the feed's runs, scored by creation (ms)
+    gw:client:{client_id}:feeds    ZSET   the client's feed ids, scored by creation time (ms)
+    gw:feeds:due                   ZSET   feed ids the scheduler must look at, scored by when (ms)
     gw:archive:pending             ZSET   completed task ids whose archive copy is still to be
                                           made, scored by when its next attempt is due (ms)
     gw:archive:kept                ZSET   task ids with an archived copy in the store, scored
@@ -66,6 +70,7 @@ UPSTREAM_REQUESTS = f"{PREFIX}upstream:requests"
 WORKERS = f"{PREFIX}workers"
 SWEEP_LOCK = f"{PREFIX}sweep:lock"
 EVENTS_PENDING = f"{PREFIX}events:pending"
+FEEDS_DUE = f"{PREFIX}feeds:due"
 ARCHIVE_PENDING = f"{PREFIX}archive:pending"
 ARCHIVE_KEPT = f"{PREFIX}archive:kept"
 ALL_EXPORTS = f"{PREFIX}exports:all"
@@ -147,3 +152,15 @@ def console_session(session_id: str) -> str:
 
 def console_signin_window(address: str) -> str:
     return f"{PREFIX}console:signin:{address}"
+
+
+def feed(feed_id: str) -> str:
+    return f"{PREFIX}feed:{feed_id}"
+
+
+def feed_runs(feed_id: str) -> str:
+    return f"{PREFIX}feed:{feed_id}:runs"
+
+
+def client_feeds(client_id: str) -> str:
+    return f"{PREFIX}client:{client_id}:feeds"

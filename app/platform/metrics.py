@@ -113,6 +113,12 @@ WORKERS_RECOVERED = Counter(
 JOBS_HANDED_BACK = Counter(
     "gateway_jobs_handed_back", "Jobs a dead worker held that this process let run again at once"
 )
+FEED_RUNS = Counter(
+    "gateway_feed_runs",
+    "Feed run attempts by what became of them",
+    ["outcome"],  # started, completed, retrying, failed (out of attempts or a bad row)
+)
+FEED_ROWS = Counter("gateway_feed_rows", "Rows written into feed runs' windowed CSVs")
 SWEEP_RUNS = Counter("gateway_sweep_runs", "Self-healing sweeps run by this process")
 ISOLATED_FAILURES = Counter(
     "gateway_isolated_failures",

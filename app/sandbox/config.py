@@ -79,6 +79,19 @@ DEFAULT_EXPORT_COLUMNS: tuple[str, ...] = (
 )
 
 
+class TimelineRecord(BaseModel):
+    """One activity record of the sandbox's timeline (see `SandboxConfig.timeline`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    created_time: str
+    """As upstream would write it (`2026-11-30T10:00:00.000Z`); any text, to test bad rows."""
+    event_type: str = "agreed"
+    late_seconds: float | None = Field(default=None, ge=0)
+    """How long after `created_time` upstream indexes it (None: `index_delay_seconds`)."""
+
+
 class SandboxConfig(BaseModel):
     """Every knob of the sandbox. Unknown names are rejected (a typo in a patch is an error)."""
 
@@ -137,6 +150,19 @@ class SandboxConfig(BaseModel):
     """What `total_count` becomes in an activity page asked for with no_count=true."""
     activity_records: int = Field(default=237, ge=0)
     """Size of the fixed, deterministic data set behind GET /activity (per site)."""
+
+    # --- a timeline of activity arriving while the gateway runs (feeds) ---------------------
+    strict_filters: bool = False
+    """Answer 400 to any filter operator but `==` and `>=`, and to `>=` on created_time with
+    anything but a date (`YYYY-MM-DD`): only what upstream is known to understand."""
+    timeline: list[TimelineRecord] | None = None
+    """When set, an export holds exactly the timeline's records that match its filter and are
+    visible when the task is created (instead of generated rows)."""
+    now: str | None = None
+    """The timeline's "now" (an ISO time; None: the real clock). A record is visible once it
+    was created before now and indexed (created_time + its lateness) by now."""
+    index_delay_seconds: float = Field(default=0, ge=0)
+    """How long after its created_time upstream indexes a timeline record, by default."""
 
     # --- CSV files -------------------------------------------------------------------------
     csv_bom: bool = False

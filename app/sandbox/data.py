@@ -360,3 +360,25 @@ async def csv_file_chunks(
         if chunk_delay > 0:
             await asyncio.sleep(chunk_delay)
         await asyncio.sleep(0)
+
+
+async def timeline_file_chunks(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    bom: bool = False,
+    trailing_newline: bool = True,
+    crlf: bool = False,
+) -> AsyncIterator[bytes]:
+    """One CSV file of a timeline export: the header and ``rows``, as one chunk."""
+    terminator = "\r\n" if crlf else "\n"
+    buffer = io.StringIO()
+    if bom:
+        buffer.write("\ufeff")
+    writer = csv.writer(buffer, lineterminator=terminator)
+    writer.writerow(columns)
+    writer.writerows(rows)
+    text = buffer.getvalue()
+    if not trailing_newline and text.endswith(terminator):
+        text = text[: -len(terminator)]
+    yield text.encode()

@@ -113,6 +113,27 @@ def parse_filter(raw: str | None) -> ParsedFilter:
     )
 
 
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def strict_problem(raw: str | None) -> str | None:
+    """What a strict upstream refuses in a filter (None: nothing): any operator but `==` and
+    `>=`, any clause it cannot read, and `>=` on created_time with anything but a date."""
+    text = (raw or "").strip()
+    for part in _AND.split(text) if text else []:
+        if "__" in part:
+            continue  # the sandbox's own test markers
+        match = _CLAUSE.match(part)
+        if match is None:
+            return f"Cannot read filter clause {part!r}."
+        path, op, value = match.group(1), match.group(2), _unquote(match.group(3))
+        if op not in ("==", ">="):
+            return f"Unsupported operator {op!r}."
+        if path == "created_time" and op == ">=" and not _DATE.match(value):
+            return "created_time>= takes a date (YYYY-MM-DD)."
+    return None
+
+
 def parse_time(value: str) -> datetime | None:
     """`YYYY-MM-DD` or an ISO 8601 time (with `Z`), as an aware UTC datetime."""
     try:

@@ -24,8 +24,8 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.sandbox.config import SandboxConfig, merge_patch
-from app.sandbox.data import CsvAbortedError, csv_file_chunks, format_time
-from app.sandbox.filters import parse_filter
+from app.sandbox.data import CsvAbortedError, csv_file_chunks, format_time, timeline_file_chunks
+from app.sandbox.filters import parse_filter, strict_problem
 from app.sandbox.state import (
     FILES_ROUTE,
     SandboxState,
@@ -296,6 +296,8 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
         flt = parse_filter(query.get("filter"))
         if flt.reject:
             raise ApiError(400, "Invalid filter.")
+        if config.strict_filters and (problem := strict_problem(query.get("filter"))):
+            raise ApiError(400, f"Invalid filter: {problem}")
         requested = [name.strip() for name in (query.get("fields") or "").split(",")]
         columns = [name for name in requested if name] or list(config.default_columns)
         known = set(config.fields_for_site(site))
@@ -344,6 +346,17 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
             return error_response(404, "No such file.")
         task.downloads += 1
         first, stop = task.file_rows(number)
+        if task.timeline_rows is not None:
+            return StreamingResponse(
+                timeline_file_chunks(
+                    task.columns,
+                    task.timeline_rows[first:stop],
+                    bom=config.csv_bom,
+                    trailing_newline=config.csv_trailing_newline,
+                    crlf=config.csv_crlf,
+                ),
+                media_type="text/csv; charset=utf-8",
+            )
         if config.csv_fault_after_bytes is not None:
             state.note_fault("csv_abort")
         chunks = csv_file_chunks(
@@ -381,6 +394,8 @@ def create_app(config: SandboxConfig | None = None) -> FastAPI:
         filter_text = query.get("filter") or ""
         if parse_filter(filter_text).reject:
             raise ApiError(400, "Invalid filter.")
+        if config.strict_filters and (problem := strict_problem(filter_text)):
+            raise ApiError(400, f"Invalid filter: {problem}")
         records = activity_selection(
             site, config.account, config.activity_records, filter_text, query.get("sort") or ""
         )

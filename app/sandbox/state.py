@@ -29,7 +29,7 @@ from app.sandbox.data import (
     file_count,
     format_time,
 )
-from app.sandbox.filters import ParsedFilter, parse_filter
+from app.sandbox.filters import ParsedFilter, parse_filter, parse_time
 
 FILES_ROUTE = "/v1.1/files/{task_id}/{file_name}"
 """Route template of CSV downloads (counted in stats, but not as an upstream API request)."""
@@ -59,6 +59,8 @@ class Task:
     tricky: bool
     polls: int = 0
     downloads: int = 0
+    timeline_rows: list[list[str]] | None = None
+    """The task's rows when the sandbox has a timeline (values in the order of `columns`)."""
     _source: RecordSource | None = field(default=None, repr=False)
 
     @property
@@ -279,6 +281,9 @@ class SandboxState:
         pending_seconds = duration * cfg.pending_fraction
         if cfg.never_finish or flt.never:
             duration = math.inf
+        timeline_rows = None
+        if cfg.timeline is not None and not flt.empty:
+            timeline_rows = self.timeline_rows(site, list(columns), flt)
         now = self.clock()
         task = Task(
             id=task_id,
@@ -291,13 +296,45 @@ class SandboxState:
             duration=duration,
             pending_seconds=pending_seconds,
             fails=fails,
-            rows=0 if flt.empty else cfg.rows,
+            rows=0 if flt.empty else cfg.rows if timeline_rows is None else len(timeline_rows),
             rows_per_file=cfg.rows_per_file,
             tricky=cfg.csv_tricky_values,
+            timeline_rows=timeline_rows,
         )
         self.tasks[task_id] = task
         self.active.add(now, task.finished_mono)
         return task
+
+    def timeline_now(self) -> datetime:
+        """The timeline's "now": the configured one, else the wall clock."""
+        configured = parse_time(self.config.now) if self.config.now else None
+        return configured or self.wall_clock()
+
+    def timeline_rows(self, site: int, columns: list[str], flt: ParsedFilter) -> list[list[str]]:
+        """The timeline's records an export made now holds: indexed by now (created before
+        it, and at least its lateness ago) and matching the filter, oldest first. A record
+        whose created_time is not a time is always visible (to test how it is reported)."""
+        cfg = self.config
+        now = self.timeline_now()
+        rows: list[tuple[datetime | None, list[str]]] = []
+        for record in cfg.timeline or []:
+            created = parse_time(record.created_time)
+            late = cfg.index_delay_seconds if record.late_seconds is None else record.late_seconds
+            if created is not None and (created >= now or created + timedelta(seconds=late) > now):
+                continue
+            flat: dict[str, object] = {
+                "id": record.id,
+                "created_time": record.created_time,
+                "event_type": record.event_type,
+                "signer_id": f"signer-{record.id}@example.com",
+                "site": site,
+                "account": cfg.account,
+            }
+            if not flt.matches(flat):
+                continue
+            rows.append((created, [str(flat.get(column, "")) for column in columns]))
+        rows.sort(key=lambda pair: pair[0] or datetime.min.replace(tzinfo=UTC))
+        return [row for _, row in rows]
 
     def phase(self, task: Task) -> Phase:
         return task.phase(self.clock())

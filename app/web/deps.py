@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.archive.service import ArchiveService
 from app.exports.csv import CsvService
 from app.exports.service import ExportService
+from app.feeds.service import FeedService
 from app.platform.logs import bind
 from app.webhooks.service import WebhookService
 from app.wiring.runtime import Runtime
@@ -37,6 +38,11 @@ async def get_exports(request: Request) -> ExportService:
 async def get_csv(request: Request) -> CsvService:
     runtime: Runtime = request.app.state.runtime
     return runtime.csv
+
+
+async def get_feeds(request: Request) -> FeedService:
+    runtime: Runtime = request.app.state.runtime
+    return runtime.feeds
 
 
 async def get_archive(request: Request) -> ArchiveService:
@@ -81,6 +87,7 @@ CsvDep = Annotated[CsvService, Depends(get_csv)]
 ArchiveDep = Annotated[ArchiveService, Depends(get_archive)]
 ClientId = Annotated[str, Depends(get_client_id)]
 WebhooksDep = Annotated[WebhookService, Depends(get_webhooks)]
+FeedsDep = Annotated[FeedService, Depends(get_feeds)]
 
 
 @dataclass(frozen=True, slots=True)

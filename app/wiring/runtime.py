@@ -8,6 +8,7 @@ worker's ``on_startup`` to a few lines, and guarantees both are wired identicall
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 from redis.asyncio import Redis
@@ -24,6 +25,8 @@ from app.exports.idempotency import IdempotencyKeys
 from app.exports.lifecycle import Notifier, TaskLifecycle
 from app.exports.service import ExportService
 from app.exports.store import ExportStore
+from app.feeds.service import FeedService
+from app.feeds.store import FeedStore
 from app.platform.connections import connect_redis
 from app.platform.jobs import JobQueue
 from app.platform.keyring import KeyRing
@@ -62,6 +65,7 @@ class Runtime:
     csv: CsvService
     idempotency: IdempotencyKeys
     rate_limiter: ClientRateLimiter
+    feeds: FeedService
     archive: ArchiveService
     console: ConsoleService
 
@@ -81,6 +85,16 @@ def upstream_http(settings: Settings) -> httpx.AsyncClient:
         follow_redirects=False,
         trust_env=False,
     )
+
+
+def feed_storage_url(settings: Settings) -> str:
+    """Where feed runs' CSVs go (under ``feeds/``): ``GATEWAY_FEED_STORAGE_URL``, else the
+    archive's store, else ``.gateway/feeds`` under the working directory."""
+    if settings.feed_storage_url:
+        return settings.feed_storage_url
+    if settings.archive_url:
+        return settings.archive_url
+    return "file://" + str(Path(".gateway/feeds").resolve())
 
 
 def archive_copies(settings: Settings) -> ArchivedCopies | None:
@@ -157,9 +171,12 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         file_policy, timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=10.0)
     )
     fetcher = FileFetcher(link_http, deadline_seconds=settings.download_deadline_seconds)
+    # Feed runs' windowed CSVs: the gateway's own files, in the object storage.
+    run_files = open_storage(feed_storage_url(settings))
     csv = CsvService(
         exports=exports,
         fetcher=fetcher,
+        stored_files=run_files,
         downloads=ClientLeases(
             redis,
             limit=settings.client_max_downloads,
@@ -168,6 +185,19 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
             what="CSV downloads",
         ),
     )
+    feeds = FeedService(
+        settings=settings,
+        store=FeedStore(redis, record_ttl=settings.record_retention_seconds),
+        exports=exports,
+        export_store=store,
+        queue=queue,
+        notifier=notifier,
+        files=run_files,
+        fetcher=fetcher,
+        callbacks=webhooks,
+        catalog=catalog,
+    )
+    lifecycle.feed_runs = feeds
     archive = ArchiveService(
         settings=settings,
         store=store,
@@ -207,6 +237,7 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         csv,
         IdempotencyKeys(redis),
         ClientRateLimiter(redis, settings.client_rate_limit_per_minute),
+        feeds,
         archive,
         console,
     )
