@@ -363,6 +363,7 @@ class CsvService:
             self.fetcher,
             None,
             [],
+            deadline=self.fetcher.deadline(),
             escape_formulas=escape_formulas,
             lease=lease,
             stored=lambda: files.read(key),
