@@ -22,7 +22,7 @@ WEBHOOK_EVENTS: list[tuple[str, str]] = [
     (
         "export.completed",
         "The export completed: `data.links` holds its CSV files (also served merged by "
-        "`GET /v1/exports/{id}/csv`) until `data.expires_at`.",
+        "`GET /v1/exports/{id}/csv`) until `data.links_expire_at`.",
     ),
     (
         "export.failed",
@@ -38,6 +38,13 @@ WEBHOOK_EVENTS: list[tuple[str, str]] = [
         "export.expired",
         "The export's CSV files are gone: `data.status` is `expired` and `data.links` empty; "
         "`POST /v1/exports/{id}/rerun` runs the same export again.",
+    ),
+    (
+        "export.archived",
+        "The gateway's own copy of the export's CSV was made (`data.archive.state` is "
+        "`archived`): `GET /v1/exports/{id}/csv` serves it from now on, also after upstream's "
+        "links expire, and `data.expires_at` is the new expiry. Sent only with an archive "
+        "configured (GATEWAY_ARCHIVE_URL).",
     ),
 ]
 
