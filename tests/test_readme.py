@@ -87,11 +87,16 @@ def test_the_readme_walkthrough_runs_top_to_bottom_against_the_dev_runner(tmp_pa
     assert ran.returncode == 0, output[-6000:] + (tmp_path / "runner.log").read_text()[-3000:]
     assert output.count("--- block ") == len(walkthrough_blocks())
     webhooks = [json.loads(line) for line in (tmp_path / "webhooks.jsonl").read_text().splitlines()]
-    assert [w["type"] for w in webhooks] == ["export.completed", "export.completed"]
-    assert webhooks[0]["webhook_id"] == webhooks[1]["webhook_id"]  # redelivered: same id
+    # the dev runner archives: completed, archived, then archived again (the latest, redelivered)
+    by_type = {w["type"]: w for w in webhooks[:2]}
+    assert sorted(by_type) == ["export.archived", "export.completed"]
+    assert webhooks[2]["type"] == "export.archived"
+    assert webhooks[2]["webhook_id"] == by_type["export.archived"]["webhook_id"]  # same id
     export = json.loads((tmp_path / "export.json").read_text())
-    assert webhooks[0]["data"]["id"] == export["id"]
-    assert webhooks[0]["data"]["metadata"] == {"ticket": "OPS-12"}
+    completed = by_type["export.completed"]
+    assert completed["data"]["id"] == export["id"]
+    assert completed["data"]["metadata"] == {"ticket": "OPS-12"}
+    assert by_type["export.archived"]["data"]["archive"]["state"] == "archived"
     header = (tmp_path / "activity.csv").read_text().splitlines()[0]
     assert header.startswith("id,signer_id,created_time")
     assert runner.returncode == 0

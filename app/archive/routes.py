@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.archive.service import ArchivedCsv
 from app.archive.storage import StorageError
+from app.exports.csv import FormulaEscaper
 from app.platform.errors import RangeNotSatisfiable
 from app.platform.leases import Lease
 
@@ -68,9 +69,14 @@ class ArchivedCsvResponse(Response):
     media_type = "text/csv; charset=utf-8"
 
     def __init__(
-        self, copy: ArchivedCsv, request_headers: Headers, lease: Lease | None = None
+        self,
+        copy: ArchivedCsv,
+        request_headers: Headers,
+        lease: Lease | None = None,
+        escape_formulas: bool = False,
     ) -> None:
         self.lease = lease  # one of the client's download places, given back when done
+        self.escaper = FormulaEscaper() if escape_formulas else None
         etag = f'"{copy.sha256}"'
         headers = {
             "Content-Disposition": f'attachment; filename="{copy.filename}"',
@@ -82,6 +88,13 @@ class ArchivedCsvResponse(Response):
         self.copy = copy
         self.span: tuple[int, int] | None = None
         status = 200
+        if self.escaper is not None:
+            # Escaped cells are other bytes than the copy's: the whole file, streamed, with
+            # neither the copy's ETag nor byte ranges (nor a length known in advance).
+            del headers["ETag"], headers["Accept-Ranges"]
+            super().__init__(status_code=status, headers=headers)
+            del self.headers["content-length"]  # Response's own, for its empty content
+            return
         if _matches(request_headers.get("if-none-match"), etag):
             status, self.span = 304, (0, 0)
         else:
@@ -116,6 +129,8 @@ class ArchivedCsvResponse(Response):
         try:
             if end > start:
                 async for chunk in self.copy.body(start, end):
+                    if self.escaper is not None:
+                        chunk = self.escaper.feed(chunk)
                     sent += len(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except StorageError as exc:
@@ -135,6 +150,9 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 
 
 def archived_csv_response(
-    copy: ArchivedCsv, request_headers: Headers, lease: Lease | None = None
+    copy: ArchivedCsv,
+    request_headers: Headers,
+    lease: Lease | None = None,
+    escape_formulas: bool = False,
 ) -> Response:
-    return ArchivedCsvResponse(copy, request_headers, lease)
+    return ArchivedCsvResponse(copy, request_headers, lease, escape_formulas)

@@ -129,9 +129,10 @@ async def download_csv(
     ] = False,
 ) -> Response:
     # Once the gateway's own copy exists it is what /csv serves (app/archive/routes.py),
-    # byte for byte; escaped cells are made from upstream's files while they last.
-    if not escape_formulas and (copy := await archive.open_copy(client_id, export_id)):
-        return archived_csv_response(copy, request.headers, await csv.lease(client_id))
+    # byte for byte, or with formulas escaped on request.
+    if copy := await archive.open_copy(client_id, export_id):
+        lease = await csv.lease(client_id)
+        return archived_csv_response(copy, request.headers, lease, escape_formulas)
     return CsvResponse(await csv.open(client_id, export_id, escape_formulas=escape_formulas))
 
 

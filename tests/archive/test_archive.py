@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from app.archive.storage import ObjectStorage, open_storage
+from app.exports.csv import FormulaEscaper
 from tests.support import (
     ROOT,
     S3_CREDENTIALS,
@@ -229,6 +230,14 @@ async def test_csv_is_byte_identical_before_and_after_upstream_deletes_the_files
         assert after.headers["x-export-source"] == "archive"
         assert after.content == before.content
         assert int(after.headers["content-length"]) == len(before.content)
+
+        # with formulas escaped, from the copy too: upstream's files are gone
+        escaped = await api.get(f"/v1/exports/{export_id}/csv?escape_formulas=true")
+        assert escaped.status_code == 200
+        assert escaped.headers["x-export-source"] == "archive"
+        assert "etag" not in escaped.headers and "accept-ranges" not in escaped.headers
+        assert escaped.content == FormulaEscaper().feed(before.content)
+        assert escaped.content.count(b"\n") == before.content.count(b"\n") > 250
 
 
 async def test_range_and_etag_behave_on_an_archived_copy(
