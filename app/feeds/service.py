@@ -199,6 +199,34 @@ class FeedService:
         last = entries[limit - 1] if more else None
         return FeedPage(data=data, next_cursor=encode_cursor((last[1], last[0])) if last else None)
 
+    async def page_across_clients(
+        self, client_id: str | None, *, limit: int, cursor: str | None
+    ) -> tuple[list[tuple[str, Feed]], str | None]:
+        """For the operator console: (client id, feed) pairs, newest first, of one client
+        (``client_id``) or of every client (None, an admin's view)."""
+        position = _decode_feed_cursor(cursor) if cursor else None
+        if client_id is None:
+            entries = await self.store.all_feeds_before(position, limit + 1)
+        else:
+            entries = await self.store.client_feeds_before(client_id, position, limit + 1)
+        records = await self.store.get_many([feed_id for feed_id, _ in entries[:limit]])
+        pairs = [
+            (r.client_id, Feed.of(r))
+            for r in records
+            if r is not None and client_id in (None, r.client_id)
+        ]
+        more = len(entries) > limit
+        last = entries[limit - 1] if more else None
+        return pairs, encode_cursor((last[1], last[0])) if last else None
+
+    async def owner_of(self, feed_id: str) -> str | None:
+        """The client a feed belongs to (for an admin acting as that client), or None."""
+        record = await self.store.get(feed_id)
+        return record.client_id if record is not None else None
+
+    async def set_paused(self, client_id: str, feed_id: str, paused: bool) -> Feed:
+        return await self.patch(client_id, feed_id, FeedPatch(paused=paused))
+
     async def patch(self, client_id: str, feed_id: str, request: FeedPatch) -> Feed:
         await self._load(client_id, feed_id)
         given = request.model_fields_set

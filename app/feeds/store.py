@@ -65,6 +65,7 @@ class FeedStore:
             pipe.multi()
             pipe.set(keys.feed(feed.id), feed.model_dump_json())
             pipe.zadd(index, {feed.id: _ms(feed.created_at)})
+            pipe.zadd(keys.ALL_FEEDS, {feed.id: _ms(feed.created_at)})
             self._queue_due(pipe, feed)
             return "created"
 
@@ -98,6 +99,7 @@ class FeedStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.feed(feed.id), keys.feed_runs(feed.id))
             pipe.zrem(keys.client_feeds(feed.client_id), feed.id)
+            pipe.zrem(keys.ALL_FEEDS, feed.id)
             pipe.zrem(keys.FEEDS_DUE, feed.id)
             await pipe.execute()
 
@@ -132,6 +134,12 @@ class FeedStore:
         self, client_id: str, before: tuple[int, str] | None, count: int
     ) -> list[tuple[str, int]]:
         return await self._page(keys.client_feeds(client_id), before, count)
+
+    async def all_feeds_before(
+        self, before: tuple[int, str] | None, count: int
+    ) -> list[tuple[str, int]]:
+        """As ``client_feeds_before``, over every client's feeds (the operator console)."""
+        return await self._page(keys.ALL_FEEDS, before, count)
 
     async def runs_before(
         self, feed_id: str, before: tuple[int, str] | None, count: int

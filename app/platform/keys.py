@@ -41,6 +41,8 @@ All keys start with ``gw:`` so that an operator can tell them from arq's own ``a
     gw:feed:{feed_id}:runs         ZSET   export ids of the feed's runs, scored by creation (ms)
     gw:client:{client_id}:feeds    ZSET   the client's feed ids, scored by creation time (ms)
     gw:feeds:due                   ZSET   feed ids the scheduler must look at, scored by when (ms)
+    gw:feeds:all                   ZSET   every client's feed ids by creation (ms): the operator
+                                          console's all-clients view
     gw:archive:pending             ZSET   completed task ids whose archive copy is still to be
                                           made, scored by when its next attempt is due (ms)
     gw:archive:kept                ZSET   task ids with an archived copy in the store, scored
@@ -71,6 +73,7 @@ WORKERS = f"{PREFIX}workers"
 SWEEP_LOCK = f"{PREFIX}sweep:lock"
 EVENTS_PENDING = f"{PREFIX}events:pending"
 FEEDS_DUE = f"{PREFIX}feeds:due"
+ALL_FEEDS = f"{PREFIX}feeds:all"
 ARCHIVE_PENDING = f"{PREFIX}archive:pending"
 ARCHIVE_KEPT = f"{PREFIX}archive:kept"
 ALL_EXPORTS = f"{PREFIX}exports:all"

@@ -220,6 +220,7 @@ def build_runtime(settings: Settings, queue: JobQueue) -> Runtime:
         upstream_cap=settings.upstream_max_active_tasks,
         ready_worker_seconds=settings.ready_worker_seconds,
         queue_keys=queue.queue_keys,
+        feeds=feeds,
     )
     return Runtime(
         settings,

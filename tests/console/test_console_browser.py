@@ -242,3 +242,28 @@ async def test_a_clients_key_never_shows_another_clients_export_in_the_browser(
     browser.get(f"{shared_stack.api_url}/console/exports/{bobs}")
     assert browser.find_element(By.ID, "problem").text == f"no export {bobs!r}"
     assert not browser.find_elements(By.ID, "export")
+
+
+async def test_pausing_a_feed_from_its_page(
+    shared_stack: Stack, browser: WebDriver, shots: Path
+) -> None:
+    async with shared_stack.client("alice") as api:
+        created = await api.post(
+            "/v1/feeds",
+            json={"filter": "event_type==agreed", "schedule": "0 2 * * *", "site_id": 92006},
+        )
+        assert created.status_code == 201, created.text
+        feed_id = created.json()["id"]
+        sign_in(browser, shared_stack.api_url, ADMIN_KEY)
+        browser.get(f"{shared_stack.api_url}/console/feeds")
+        row = browser.find_element(By.ID, f"feed-{feed_id}")
+        assert row.get_attribute("data-paused") == "false"
+        screenshot(browser, shots, "feeds")
+        row.find_element(By.CSS_SELECTOR, "td.actions form:first-child button").click()
+        wait_until(
+            browser,
+            lambda d: (
+                d.find_element(By.ID, f"feed-{feed_id}").get_attribute("data-paused") == "true"
+            ),
+        )
+        assert (await api.get(f"/v1/feeds/{feed_id}")).json()["paused"] is True

@@ -9,6 +9,7 @@ import html
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -289,3 +290,68 @@ async def test_sign_in_attempts_are_rate_limited_per_client_address(
         assert int(limited.headers["retry-after"]) >= 1
         assert "Too many sign-in attempts" in limited.text
         assert "gw_console=" not in limited.headers.get("set-cookie", "")
+
+
+async def _create_feed(stack: Stack, who: str, start_from: str | None = None) -> str:
+    body = {"filter": "event_type==agreed", "schedule": "0 2 * * *"}
+    if start_from is not None:
+        body["start_from"] = start_from
+    async with stack.client(who) as api:
+        response = await api.post("/v1/feeds", json=body)
+        assert response.status_code == 201, response.text
+        feed_id: str = response.json()["id"]
+        return feed_id
+
+
+async def test_the_feeds_page_shows_a_clients_own_feeds_and_an_admin_every_clients(
+    shared_stack: Stack,
+) -> None:
+    alices, bobs = (
+        await _create_feed(shared_stack, "alice"),
+        await _create_feed(shared_stack, "bob"),
+    )
+    async with console_client(shared_stack.api_url) as browser:
+        await sign_in(browser, KEYS["alice"])
+        page = (await browser.get("/console/feeds")).text
+        assert f'id="feed-{alices}"' in page and bobs not in page
+        assert 'class="client"' not in page
+        forbidden = await browser.post(
+            f"/console/feeds/{bobs}/pause", data={"csrf_token": csrf_token(page)}
+        )
+        assert forbidden.status_code == 404  # another client's feed, as on the API
+    async with console_client(shared_stack.api_url) as browser:
+        await sign_in(browser, ADMIN_KEY)
+        page = (await browser.get("/console/feeds")).text
+        assert f'id="feed-{alices}"' in page and f'id="feed-{bobs}"' in page
+        assert '<td class="client">bob</td>' in page
+        only_bob = (await browser.get("/console/feeds", params={"client": "bob"})).text
+        assert f'id="feed-{bobs}"' in only_bob and alices not in only_bob
+
+
+async def test_pause_resume_and_run_now_act_through_the_feeds_service_with_csrf(
+    shared_stack: Stack,
+) -> None:
+    # a window to run now: from a day ago (a new feed's own window starts at its creation)
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    feed_id = await _create_feed(shared_stack, "alice", yesterday.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    async with shared_stack.client("alice") as api, console_client(shared_stack.api_url) as browser:
+        await sign_in(browser, ADMIN_KEY)  # an admin acts as the feed's own client
+        token = csrf_token((await browser.get("/console/feeds")).text)
+        refused = await browser.post(f"/console/feeds/{feed_id}/pause", data={})
+        assert refused.status_code == 403
+        assert (await api.get(f"/v1/feeds/{feed_id}")).json()["paused"] is False
+
+        paused = await browser.post(f"/console/feeds/{feed_id}/pause", data={"csrf_token": token})
+        assert paused.status_code == 303
+        assert (await api.get(f"/v1/feeds/{feed_id}")).json()["paused"] is True
+        page = (await browser.get("/console/feeds")).text
+        assert re.search(rf'id="feed-{feed_id}" data-paused="true"', page)
+
+        resumed = await browser.post(f"/console/feeds/{feed_id}/resume", data={"csrf_token": token})
+        assert resumed.status_code == 303
+        assert (await api.get(f"/v1/feeds/{feed_id}")).json()["paused"] is False
+
+        ran = await browser.post(f"/console/feeds/{feed_id}/run", data={"csrf_token": token})
+        assert ran.status_code == 303
+        runs = (await api.get(f"/v1/feeds/{feed_id}/runs")).json()["data"]
+        assert len(runs) == 1 and runs[0]["feed_id"] == feed_id
