@@ -353,7 +353,7 @@ async def health_strip(request: Request) -> Response:
     return await _page(request, "_health.html", {"signed_in": signed_in, "health": health})
 
 
-# -- feeds (shown once a feed source is wired into ConsoleService) ------------------------------
+# -- feeds ------------------------------------------------------------------------------------
 
 
 @router.get("/feeds")
