@@ -16,15 +16,16 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
-from app.platform.localredis import LocalRedis
-from tests.support import KEYS, ServerThread, Stack, running_stack, wait_for
+from tests.support import KEYS, Stack, wait_for
 from tests.webhooks.receiver import Answer, Receiver
 
 NOISE_SECONDS = 25
 QUIET_EXPORTS = 8
 ON_TIME_SECONDS = 8  # alone about 1-2 s; a receiver hanging 10 s must not show through
+
+
+SHARED_STACK_ENV = {"GATEWAY_UPSTREAM_MAX_ACTIVE_TASKS": "4", "GATEWAY_UPSTREAM_MAX_RPS": "50"}
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +36,9 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture(scope="module")
-def gateway(
-    redis_server: LocalRedis, sandbox_server: ServerThread, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    with redis.Redis(port=redis_server.port, db=0) as control:
-        control.flushdb()
-    with running_stack(
-        f"redis://127.0.0.1:{redis_server.port}/0",
-        f"{sandbox_server.url}/v1.1",
-        tmp_path_factory.mktemp("noisy-neighbour"),
-        GATEWAY_UPSTREAM_MAX_ACTIVE_TASKS="4",
-        GATEWAY_UPSTREAM_MAX_RPS="50",
-    ) as stack:
-        yield stack
+def gateway(shared_stack: Stack) -> Stack:
+    """The module's stack (``SHARED_STACK_ENV``), on a freshly flushed database."""
+    return shared_stack
 
 
 def client(stack: Stack, who: str) -> httpx.AsyncClient:

@@ -21,6 +21,7 @@ from redis.asyncio.client import Pipeline
 from app.exports.schemas import ExportRecord, TaskRecord
 from app.platform import keys, metrics
 from app.platform.clock import utcnow
+from app.platform.indexes import newest_before
 
 log = logging.getLogger(__name__)
 Record = TypeVar("Record", bound=BaseModel)
@@ -212,34 +213,14 @@ class ExportStore:
         after the position ``before`` in that order (ms descending, then id descending: the
         order Redis gives equal scores in reverse). New exports are newer than any position
         already handed out, so they never shift what comes after it."""
-        return await self._index_before(keys.client_exports(client_id), before, count)
+        return await newest_before(self.redis, keys.client_exports(client_id), before, count)
 
     async def all_exports_before(
         self, before: tuple[int, str] | None, count: int
     ) -> list[tuple[str, int]]:
         """As ``client_exports_before``, over every client's exports (the operator console's
         all-clients view, ``gw:exports:all``)."""
-        return await self._index_before(keys.ALL_EXPORTS, before, count)
-
-    async def _index_before(
-        self, key: str, before: tuple[int, str] | None, count: int
-    ) -> list[tuple[str, int]]:
-        high: float | str = "+inf" if before is None else before[0]
-        found: list[tuple[str, int]] = []
-        offset = 0
-        while len(found) < count:
-            chunk = await self.redis.zrevrangebyscore(
-                key, high, "-inf", start=offset, num=count, withscores=True
-            )
-            for member, score in chunk:
-                ms = int(score)
-                # Equal scores at the cursor's millisecond: only ids that sort below it.
-                if before is None or ms < before[0] or member < before[1]:
-                    found.append((member, ms))
-            if len(chunk) < count:
-                break
-            offset += len(chunk)
-        return found[:count]
+        return await newest_before(self.redis, keys.ALL_EXPORTS, before, count)
 
     async def slot_counts(self) -> tuple[int, int]:
         """How many tasks wait for an upstream slot, and how many hold one."""

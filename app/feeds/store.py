@@ -19,6 +19,7 @@ from redis.asyncio.client import Pipeline
 
 from app.feeds.schemas import FeedRecord
 from app.platform import keys
+from app.platform.indexes import newest_before
 
 CreateOutcome = Literal["created", "full"]
 
@@ -133,36 +134,15 @@ class FeedStore:
     async def client_feeds_before(
         self, client_id: str, before: tuple[int, str] | None, count: int
     ) -> list[tuple[str, int]]:
-        return await self._page(keys.client_feeds(client_id), before, count)
+        return await newest_before(self.redis, keys.client_feeds(client_id), before, count)
 
     async def all_feeds_before(
         self, before: tuple[int, str] | None, count: int
     ) -> list[tuple[str, int]]:
         """As ``client_feeds_before``, over every client's feeds (the operator console)."""
-        return await self._page(keys.ALL_FEEDS, before, count)
+        return await newest_before(self.redis, keys.ALL_FEEDS, before, count)
 
     async def runs_before(
         self, feed_id: str, before: tuple[int, str] | None, count: int
     ) -> list[tuple[str, int]]:
-        return await self._page(keys.feed_runs(feed_id), before, count)
-
-    async def _page(
-        self, key: str, before: tuple[int, str] | None, count: int
-    ) -> list[tuple[str, int]]:
-        """Up to ``count`` (member, ms) of an index, newest first, strictly after the
-        position ``before`` (ms descending, then member descending)."""
-        high: float | str = "+inf" if before is None else before[0]
-        found: list[tuple[str, int]] = []
-        offset = 0
-        while len(found) < count:
-            chunk = await self.redis.zrevrangebyscore(
-                key, high, "-inf", start=offset, num=count, withscores=True
-            )
-            for member, score in chunk:
-                ms = int(score)
-                if before is None or ms < before[0] or member < before[1]:
-                    found.append((member, ms))
-            if len(chunk) < count:
-                break
-            offset += len(chunk)
-        return found[:count]
+        return await newest_before(self.redis, keys.feed_runs(feed_id), before, count)

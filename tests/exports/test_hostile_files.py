@@ -19,12 +19,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from fastapi import FastAPI
 from fastapi.responses import Response, StreamingResponse
 
-from app.platform.localredis import LocalRedis
-from tests.support import KEYS, ROOT, ServerThread, Stack, running_stack, wait_for
+from tests.support import KEYS, ROOT, ServerThread, Stack, wait_for
 
 DEADLINE_SECONDS = 4
 CLI = ROOT / ".venv" / "bin" / "export-gateway"
@@ -93,6 +91,9 @@ def hostile_host() -> FastAPI:
     return app
 
 
+SHARED_STACK_ENV = {"GATEWAY_DOWNLOAD_DEADLINE_SECONDS": str(DEADLINE_SECONDS)}
+
+
 @pytest.fixture(scope="module")
 def files() -> Iterator[ServerThread]:
     server = ServerThread(hostile_host())
@@ -110,18 +111,9 @@ def internal() -> Iterator[ServerThread]:
 
 
 @pytest.fixture(scope="module")
-def gateway(
-    redis_server: LocalRedis, sandbox_server: ServerThread, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    with redis.Redis(port=redis_server.port, db=0) as control:
-        control.flushdb()
-    with running_stack(
-        f"redis://127.0.0.1:{redis_server.port}/0",
-        f"{sandbox_server.url}/v1.1",
-        tmp_path_factory.mktemp("hostile-files"),
-        GATEWAY_DOWNLOAD_DEADLINE_SECONDS=str(DEADLINE_SECONDS),
-    ) as stack:
-        yield stack
+def gateway(shared_stack: Stack) -> Stack:
+    """The module's stack (``SHARED_STACK_ENV``), on a freshly flushed database."""
+    return shared_stack
 
 
 async def completed_export(stack: Stack, sandbox: httpx.Client, root: str, who: str) -> str:

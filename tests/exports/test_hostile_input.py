@@ -18,11 +18,10 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from app.platform.localredis import LocalRedis
-from tests.support import KEYS, ServerThread, Stack, running_stack, wait_for, wait_until
+from tests.support import KEYS, Stack, wait_for, wait_until
 from tests.webhooks.receiver import Answer, Receiver
 
 
@@ -41,17 +40,9 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture(scope="module")
-def gateway(
-    redis_server: LocalRedis, sandbox_server: ServerThread, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    with redis.Redis(port=redis_server.port, db=0) as control:
-        control.flushdb()
-    with running_stack(
-        f"redis://127.0.0.1:{redis_server.port}/0",
-        f"{sandbox_server.url}/v1.1",
-        tmp_path_factory.mktemp("hostile-input"),
-    ) as stack:
-        yield stack
+def gateway(shared_stack: Stack) -> Stack:
+    """The module's stack (``SHARED_STACK_ENV``), on a freshly flushed database."""
+    return shared_stack
 
 
 @pytest.fixture

@@ -13,12 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.platform.localredis import LocalRedis
-from tests.support import KEYS, ServerThread, Stack, running_stack
+from tests.support import KEYS, Stack
 from tests.webhooks.receiver import Receiver
 
 MAX_BYTES = 4096
@@ -81,17 +79,9 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture(scope="module")
-def gateway(
-    redis_server: LocalRedis, sandbox_server: ServerThread, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    with redis.Redis(port=redis_server.port, db=0) as control:
-        control.flushdb()
-    with running_stack(
-        f"redis://127.0.0.1:{redis_server.port}/0",
-        f"{sandbox_server.url}/v1.1",
-        tmp_path_factory.mktemp("input-limits"),
-    ) as stack:
-        yield stack
+def gateway(shared_stack: Stack) -> Stack:
+    """The module's stack (``SHARED_STACK_ENV``), on a freshly flushed database."""
+    return shared_stack
 
 
 def client(stack: Stack, who: str) -> httpx.Client:
